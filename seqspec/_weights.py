@@ -1,0 +1,189 @@
+"""The canonical, backend-neutral weight layout, and seeded initial weights drawn with NumPy.
+
+Every array is named `layers.{i}.{name}` after the layer's position in the spec and follows
+the textbook equations (x W, so input kernels are [in_features, units]). docs/weights.md
+describes every layer's arrays; `layout(spec)` lists them with their shapes.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Optional
+
+import numpy as np
+
+from . import _spec as s
+from ._shapes import infer
+
+LSTM_GATES = ("i", "f", "g", "o")
+GRU_GATES = ("z", "r", "g")
+PEEPHOLES = ("i", "f", "o")
+
+# How each array is initialised, as Keras does by default: kernels glorot_uniform, recurrent
+# kernels orthogonal, biases zeros (the LSTM forget bias ones with unit_forget_bias),
+# normalisation gains ones and shifts zeros, batch-norm moving variance ones.
+GLOROT, ORTHOGONAL, ZEROS, ONES = "glorot_uniform", "orthogonal", "zeros", "ones"
+
+
+class Array:
+    """One canonical array: its name, shape, whether it trains, and how Keras would draw it.
+
+    `group` names the arrays that Keras draws as one tensor (an LSTM's four gate kernels are one
+    [in, 4*units] glorot draw); `part` is this array's slice along the group's last axis.
+    """
+
+    __slots__ = ("name", "shape", "init", "trainable", "group", "part", "parts")
+
+    def __init__(self, name, shape, init, trainable=True, group=None, part=0, parts=1):
+        self.name, self.shape, self.init, self.trainable = name, tuple(shape), init, trainable
+        self.group, self.part, self.parts = group, part, parts
+
+
+def _recurrent_arrays(prefix: str, cell, n_in: int) -> Iterator[Array]:
+    u, t = cell.units, cell.type
+    if t in ("simple_rnn", "ln_simple_rnn"):
+        yield Array(prefix + "kernel", (n_in, u), GLOROT)
+        yield Array(prefix + "recurrent_kernel", (u, u), ORTHOGONAL)
+        if cell.use_bias:
+            yield Array(prefix + "bias", (u,), ZEROS)
+        if t == "ln_simple_rnn":
+            yield Array(prefix + "gamma", (u,), ONES)
+            yield Array(prefix + "beta", (u,), ZEROS)
+        return
+    gates = LSTM_GATES if t in ("lstm", "peephole_lstm") else GRU_GATES
+    n = len(gates)
+    for k, g in enumerate(gates):
+        yield Array(f"{prefix}kernel_{g}", (n_in, u), GLOROT, group=prefix + "kernel", part=k, parts=n)
+    for k, g in enumerate(gates):
+        yield Array(f"{prefix}recurrent_kernel_{g}", (u, u), ORTHOGONAL, group=prefix + "rk", part=k, parts=n)
+    if cell.use_bias:
+        for g in gates:
+            forget = t != "gru" and g == "f" and cell.unit_forget_bias
+            yield Array(f"{prefix}bias_{g}", (u,), ONES if forget else ZEROS)
+        if t == "gru" and cell.reset_after:
+            for g in gates:
+                yield Array(f"{prefix}recurrent_bias_{g}", (u,), ZEROS)
+    if t == "peephole_lstm":
+        for g in PEEPHOLES:
+            yield Array(f"{prefix}peephole_{g}", (u,), GLOROT)
+
+
+def _conv_arrays(prefix: str, k: int, n_in: int, filters: int, use_bias: bool = True) -> Iterator[Array]:
+    yield Array(prefix + "kernel", (k, n_in, filters), GLOROT)
+    if use_bias:
+        yield Array(prefix + "bias", (filters,), ZEROS)
+
+
+def wavenet_conv_names(layer: s.WaveNet) -> list[tuple[str, int, int, int, int]]:
+    """The convolutions inside a wavenet block, in order: (name, kernel, dilation, in, out).
+
+    `in` of the first convolution is 0: it takes the block's input features.
+    Names: `input` (gated only), `stack{j}_d{rate}.dilated`, `stack{j}_d{rate}.residual` (gated only).
+    """
+    f, k = layer.filters, layer.kernel_size
+    convs = []
+    if layer.gated:
+        convs.append(("input", k, 1, 0, f))
+        for j, rate in enumerate(layer.rates):
+            convs.append((f"stack{j}_d{rate}.dilated", k, rate, f, 2 * f))
+            convs.append((f"stack{j}_d{rate}.residual", 1, 1, f, f))
+    else:
+        for j, rate in enumerate(layer.rates):
+            convs.append((f"stack{j}_d{rate}.dilated", k, rate, 0 if j == 0 else f, f))
+    return convs
+
+
+def _layer_arrays(prefix: str, layer, in_shape) -> Iterator[Array]:
+    t, n_in = layer.type, in_shape[-1]
+    if t in ("simple_rnn", "lstm", "gru"):
+        yield from _recurrent_arrays(prefix, layer, n_in)
+    elif t == "rnn":
+        yield from _recurrent_arrays(prefix, layer.cell, n_in)
+    elif t == "bidirectional":
+        yield from _layer_arrays(prefix + "forward.", layer.layer, in_shape)
+        yield from _layer_arrays(prefix + "backward.", layer.layer, in_shape)
+    elif t == "dense":
+        yield Array(prefix + "kernel", (n_in, layer.units), GLOROT)
+        if layer.use_bias:
+            yield Array(prefix + "bias", (layer.units,), ZEROS)
+    elif t == "time_distributed":
+        yield from _layer_arrays(prefix, layer.layer, in_shape)
+    elif t == "batch_norm":
+        yield Array(prefix + "gamma", (n_in,), ONES)
+        yield Array(prefix + "beta", (n_in,), ZEROS)
+        yield Array(prefix + "moving_mean", (n_in,), ZEROS, trainable=False)
+        yield Array(prefix + "moving_variance", (n_in,), ONES, trainable=False)
+    elif t == "layer_norm":
+        yield Array(prefix + "gamma", (n_in,), ONES)
+        yield Array(prefix + "beta", (n_in,), ZEROS)
+    elif t == "conv1d":
+        yield from _conv_arrays(prefix, layer.kernel_size, n_in, layer.filters, layer.use_bias)
+    elif t == "wavenet":
+        for name, k, _, c_in, c_out in wavenet_conv_names(layer):
+            yield from _conv_arrays(f"{prefix}{name}.", k, c_in or n_in, c_out)
+
+
+def arrays(spec: s.Spec) -> list[Array]:
+    """Every canonical array of the spec, in layer order."""
+    info = infer(spec)
+    out: list[Array] = []
+    for layer, li in zip(spec.layers, info.layers):
+        out.extend(_layer_arrays(f"layers.{li.index}.", layer, li.input_shape))
+    return out
+
+
+def layout(spec: s.Spec) -> dict[str, tuple[int, ...]]:
+    """Canonical array names and shapes, in layer order."""
+    return {a.name: a.shape for a in arrays(spec)}
+
+
+def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    if len(shape) == 1:
+        return shape[0], shape[0]
+    receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+    return shape[-2] * receptive, shape[-1] * receptive
+
+
+def _glorot(rng: np.random.Generator, shape) -> np.ndarray:
+    fan_in, fan_out = _fans(shape)
+    limit = np.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, size=shape)
+
+
+def _orthogonal(rng: np.random.Generator, shape) -> np.ndarray:
+    rows, cols = int(np.prod(shape[:-1])), shape[-1]
+    a = rng.normal(size=(max(rows, cols), min(rows, cols)))
+    q, r = np.linalg.qr(a)
+    q = q * np.sign(np.diag(r))
+    if rows < cols:
+        q = q.T
+    return q.reshape(shape)
+
+
+def initial_weights(spec: s.Spec, seed: Optional[int] = None, dtype: Optional[str] = None) -> dict[str, np.ndarray]:
+    """Initial canonical weights drawn with NumPy as Keras's default initializers would draw them.
+
+    Arrays that Keras draws as one tensor (the gate kernels of a cell) are drawn together and
+    split, so their scale matches Keras exactly. Deterministic for a given spec and seed
+    (`seed` defaults to the spec's).
+    """
+    seed = spec.seed if seed is None else seed
+    if seed is None:
+        raise ValueError("initial_weights needs a seed: set `seed:` in the spec or pass one")
+    rng = np.random.default_rng(seed)
+    dtype = dtype or spec.dtype
+    out: dict[str, np.ndarray] = {}
+    groups: dict[str, np.ndarray] = {}
+    for a in arrays(spec):
+        if a.init in (ZEROS, ONES):
+            value = (np.zeros if a.init == ZEROS else np.ones)(a.shape)
+        else:
+            draw = _glorot if a.init == GLOROT else _orthogonal
+            if a.group is None:
+                value = draw(rng, a.shape)
+            else:
+                if a.part == 0:
+                    groups[a.group] = draw(rng, a.shape[:-1] + (a.shape[-1] * a.parts,))
+                width = a.shape[-1]
+                value = groups[a.group][..., a.part * width : (a.part + 1) * width]
+        out[a.name] = np.ascontiguousarray(value, dtype=dtype)
+    return out
