@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, PrivateAttr, ValidationError, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, PrivateAttr, ValidationError, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 FORMAT_VERSION = 1
@@ -99,7 +99,12 @@ _ACTIVATION_SCHEMA = {
     "description": "An activation name, or {name: leaky_relu, negative_slope: 0.2}.",
 }
 
-Activation = Annotated[Union[ActivationName, LeakyReLU], PlainValidator(_activation), WithJsonSchema(_ACTIVATION_SCHEMA)]
+Activation = Annotated[
+    Union[ActivationName, LeakyReLU],
+    PlainValidator(_activation),
+    PlainSerializer(lambda v: v if isinstance(v, str) else v.model_dump(), return_type=Any),
+    WithJsonSchema(_ACTIVATION_SCHEMA),
+]
 
 Units = Annotated[int, Field(ge=1)]
 Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
