@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import abc
 import difflib
-from importlib import metadata
-from typing import Any, Callable, Mapping
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ._errors import BackendError, BackendUnavailable
 from ._spec import CELL_CLASSES, LAYER_CLASSES, Spec
 
 ENTRY_POINT_GROUP = "seqspec.backends"
 
-Weights = dict[str, np.ndarray]
+if TYPE_CHECKING:
+    import numpy as np
+
+Weights = dict[str, "np.ndarray"]
 
 
 class Backend(abc.ABC):
@@ -94,6 +94,8 @@ def missing_nodes(backend: Backend) -> list[str]:
 
 def backend_names() -> list[str]:
     """Names of the installed backends (without importing them)."""
+    from importlib import metadata
+
     return sorted({ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)})
 
 
@@ -108,6 +110,8 @@ def get_backend(name: str) -> Backend:
     """
     if name in _loaded:
         return _loaded[name]
+    from importlib import metadata  # here, not at import: `seqspec validate` never needs it
+
     eps = {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
     if name not in eps:
         close = difflib.get_close_matches(name, list(eps), n=1)

@@ -42,7 +42,7 @@ ActivationName = Literal[
 
 
 class _Node(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, defer_build=True)
 
 
 class LeakyReLU(_Node):

@@ -7,9 +7,10 @@ describes every layer's arrays; `layout(spec)` lists them with their shapes.
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 from . import _spec as s
 from ._shapes import infer
@@ -139,17 +140,21 @@ def layout(spec: s.Spec) -> dict[str, tuple[int, ...]]:
 def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
     if len(shape) == 1:
         return shape[0], shape[0]
-    receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+    receptive = 1
+    for d in shape[:-2]:
+        receptive *= d
     return shape[-2] * receptive, shape[-1] * receptive
 
 
 def _glorot(rng: np.random.Generator, shape) -> np.ndarray:
     fan_in, fan_out = _fans(shape)
-    limit = np.sqrt(6.0 / (fan_in + fan_out))
+    limit = (6.0 / (fan_in + fan_out)) ** 0.5
     return rng.uniform(-limit, limit, size=shape)
 
 
 def _orthogonal(rng: np.random.Generator, shape) -> np.ndarray:
+    import numpy as np
+
     rows, cols = int(np.prod(shape[:-1])), shape[-1]
     a = rng.normal(size=(max(rows, cols), min(rows, cols)))
     q, r = np.linalg.qr(a)
@@ -166,6 +171,8 @@ def initial_weights(spec: s.Spec, seed: Optional[int] = None, dtype: Optional[st
     split, so their scale matches Keras exactly. Deterministic for a given spec and seed
     (`seed` defaults to the spec's).
     """
+    import numpy as np  # imported here: `import seqspec` stays fast for validate
+
     seed = spec.seed if seed is None else seed
     if seed is None:
         raise ValueError("initial_weights needs a seed: set `seed:` in the spec or pass one")

@@ -1,0 +1,197 @@
+"""`seqspec check`: prove that the Keras and PyTorch models of a spec compute the same function."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+
+from ._backend import Backend, get_backend
+from ._shapes import ShapeError, infer
+from ._spec import Spec
+from ._weights import arrays, initial_weights
+
+TOLERANCE = {"float32": 1e-5, "float64": 1e-9}
+LENGTHS = (1, 7, 500)
+BATCH_SIZES = (1, 3)
+
+
+@dataclass
+class CheckResult:
+    """The outcome of one spec's equivalence check (its `as_json()` is the --json object)."""
+
+    spec: str
+    name: str
+    dtype: str
+    params: dict[str, int]
+    tolerance: float
+    max_abs_diff: dict[str, float] = field(default_factory=lambda: {"keras_to_torch": 0.0, "torch_to_keras": 0.0})
+    grad_max_abs_diff: Optional[float] = None
+    first_divergent_layer: Optional[dict[str, Any]] = None
+    failures: list[str] = field(default_factory=list)
+    cases: list[tuple[int, Optional[int]]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "spec": self.spec,
+            "name": self.name,
+            "params": self.params,
+            "dtype": self.dtype,
+            "max_abs_diff": self.max_abs_diff,
+            "grad_max_abs_diff": self.grad_max_abs_diff,
+            "tolerance": self.tolerance,
+            "first_divergent_layer": self.first_divergent_layer,
+            "ok": self.ok,
+            "failures": self.failures,
+        }
+
+
+def random_weights(spec: Spec, seed: int) -> dict[str, np.ndarray]:
+    """Canonical weights that exercise every array: Keras-scaled kernels, non-zero biases and
+    gains, batch-norm statistics away from 0 and 1, so a mapping that drops or swaps one shows."""
+    rng = np.random.default_rng(seed)
+    base = initial_weights(spec, seed=seed)
+    out = {}
+    for a in arrays(spec):
+        value = base[a.name]
+        if a.name.endswith("moving_variance"):
+            value = rng.uniform(0.5, 1.5, size=a.shape)
+        else:
+            value = value + 0.1 * rng.standard_normal(a.shape)
+        out[a.name] = value.astype(spec.dtype)
+    return out
+
+
+def input_lengths(spec: Spec) -> list[Optional[int]]:
+    """Sequence lengths to feed: 1 (or the shortest the model accepts), a short one and a long one."""
+    if len(spec.input.shape) == 1:
+        return [None]
+    if spec.input.shape[0] is not None:
+        return [spec.input.shape[0]]
+    ok = [t for t in LENGTHS if _accepts(spec, t)]
+    if 1 not in ok:
+        ok = sorted({next(t for t in range(1, 10_000) if _accepts(spec, t)), *ok})
+    return ok
+
+
+def _accepts(spec: Spec, t: int) -> bool:
+    fixed = spec.model_copy(update={"input": spec.input.model_copy(update={"shape": [t, spec.input.shape[1]]})})
+    try:
+        info = infer(fixed)
+    except ShapeError:
+        return False
+    return all(d is None or d >= 1 for li in info.layers for d in li.output_shape[1:])
+
+
+def _diff(a: np.ndarray, b: np.ndarray) -> float:
+    if a.shape != b.shape:
+        return float("inf")
+    return float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0
+
+
+def _limit(tol: float, *values: np.ndarray) -> float:
+    scale = max([1.0] + [float(np.max(np.abs(v))) for v in values if v.size])
+    return tol * scale
+
+
+def _first_divergent(spec: Spec, keras: Backend, km: Any, torch: Backend, tm: Any, x: np.ndarray, tol: float):
+    k_outs, t_outs = keras.layer_outputs(km, x), torch.layer_outputs(tm, x)
+    for i, (a, b) in enumerate(zip(k_outs, t_outs)):
+        d = _diff(a, b)
+        if d > _limit(tol, a):
+            return {"index": i, "type": spec.layers[i].type, "where": spec.where("layers", i), "max_abs_diff": d}
+    return None
+
+
+def check(spec: Spec, *, dtype: Optional[str] = None, path: str = "", seed: int = 0) -> CheckResult:
+    """Build `spec` in both backends, move weights each way, compare outputs (and in float64 the
+    gradients of sum(output * r) with respect to inputs and every weight)."""
+    if dtype is not None and dtype != spec.dtype:
+        spec = _with_dtype(spec, dtype)
+    keras, torch = get_backend("keras"), get_backend("torch")
+    info = infer(spec)
+    tol = TOLERANCE[spec.dtype]
+    km, tm = keras.build(spec), torch.build(spec)
+    k_params, t_params = keras.count_params(km), torch.count_params(tm)
+    result = CheckResult(
+        spec=path or spec.name,
+        name=spec.name,
+        dtype=spec.dtype,
+        params={"core": info.params, "keras": sum(k_params), "torch": sum(t_params)},
+        tolerance=tol,
+    )
+    core = (info.trainable_params, info.non_trainable_params)
+    for name, counted in (("keras", k_params), ("torch", t_params)):
+        if counted != core:
+            result.failures.append(f"{name} counts {counted[0]:,} trainable + {counted[1]:,} non-trainable parameters, the core {core[0]:,} + {core[1]:,}")
+
+    rng = np.random.default_rng(seed)
+    directions = (("keras_to_torch", keras, km, torch, tm), ("torch_to_keras", torch, tm, keras, km))
+    for k, (direction, src, src_model, dst, dst_model) in enumerate(directions):
+        weights = random_weights(spec, seed + k + 1)
+        src.set_weights(src_model, spec, weights)
+        exported = src.get_weights(src_model, spec)
+        for name, value in weights.items():
+            if _diff(exported[name], value) != 0.0:
+                result.failures.append(f"{src.name}: weight {name} does not survive set_weights/get_weights")
+        dst.set_weights(dst_model, spec, exported)
+        for t in input_lengths(spec):
+            for b in BATCH_SIZES:
+                shape = (b,) + ((t,) if t is not None else ()) + (spec.input.shape[-1],)
+                x = rng.standard_normal(shape).astype(spec.dtype)
+                a, c = src.predict(src_model, x), dst.predict(dst_model, x)
+                d = _diff(a, c)
+                result.max_abs_diff[direction] = max(result.max_abs_diff[direction], d)
+                result.cases.append((b, t))
+                if d > _limit(tol, a):
+                    result.failures.append(f"{direction}: outputs differ by {d:.3g} at batch {b}, length {t} (tolerance {_limit(tol, a):.3g})")
+                    if result.first_divergent_layer is None:
+                        result.first_divergent_layer = _first_divergent(spec, keras, km, torch, tm, x, tol)
+                    break
+
+    if spec.dtype == "float64":
+        result.grad_max_abs_diff = _check_gradients(spec, keras, km, torch, tm, rng, tol, result)
+
+    for t in input_lengths(spec)[-1:]:
+        shape = (2,) + ((t,) if t is not None else ()) + (spec.input.shape[-1],)
+        x = rng.standard_normal(shape).astype(spec.dtype)
+        ks, ts = keras.training_output(km, x, seed).shape, torch.training_output(tm, x, seed).shape
+        if ks != ts:
+            result.failures.append(f"training mode: keras gives shape {ks}, torch {ts}")
+    return result
+
+
+def _check_gradients(spec, keras, km, torch, tm, rng, tol, result) -> float:
+    worst = 0.0
+    lengths = input_lengths(spec)
+    t = lengths[min(1, len(lengths) - 1)]
+    shape = (3,) + ((t,) if t is not None else ()) + (spec.input.shape[-1],)
+    x = rng.standard_normal(shape)
+    y = keras.predict(km, x)
+    r = rng.standard_normal(y.shape)
+    ky, kx, kw = keras.gradients(km, spec, x, r)
+    ty, tx, tw = torch.gradients(tm, spec, x, r)
+    pairs = [("output", ky, ty), ("d/dx", kx, tx)]
+    trainable = [a.name for a in arrays(spec) if a.trainable]
+    for name in trainable:
+        if name not in kw or name not in tw:
+            result.failures.append(f"gradient of {name} missing from {'keras' if name not in kw else 'torch'}")
+            continue
+        pairs.append((f"d/d {name}", kw[name], tw[name]))
+    for label, a, b in pairs:
+        d = _diff(a, b)
+        worst = max(worst, d)
+        if d > _limit(tol, a):
+            result.failures.append(f"gradients: {label} differs by {d:.3g} (tolerance {_limit(tol, a):.3g})")
+    return worst
+
+
+def _with_dtype(spec: Spec, dtype: str) -> Spec:
+    copy = spec.model_copy(update={"dtype": dtype})
+    copy._source = spec._source
+    return copy
