@@ -1,0 +1,92 @@
+"""The seqspec command line: exit codes, output formats, atomic writes."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from seqspec.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_validate_all_examples_ok(capsys):
+    assert main(["validate", str(ROOT / "specs")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(list((ROOT / "specs").glob("*.yaml")))
+    assert all(": ok: " in line for line in lines)
+    assert any(line.endswith("conv_gru, 4 layers, 5,350 params") for line in lines)
+
+
+def test_validate_mixed_exits_2_and_reports_each_file(capsys):
+    code = main(["validate", str(ROOT / "specs" / "deep_rnn.yaml"), str(ROOT / "specs" / "invalid" / "missing_key.yaml")])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 2
+    assert out[0].endswith("ok: deep_rnn, 3 layers, 1,282 params")
+    assert "missing required key 'units'" in out[1]
+
+
+def test_validate_missing_file_is_one_line(capsys):
+    assert main(["validate", "no/such/spec.yaml"]) == 2
+    assert capsys.readouterr().out.strip() == "no/such/spec.yaml:1:1: cannot read the file: No such file or directory"
+
+
+def test_summary_json(capsys):
+    assert main(["summary", str(ROOT / "specs" / "conv_gru.yaml"), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["name"] == "conv_gru" and d["params"] == 5350
+    assert d["trainable_params"] == 5350 and d["non_trainable_params"] == 0
+    assert d["input_shape"] == [None, None, 1] and d["output_shape"] == [None, None, 10]
+    assert [layer["type"] for layer in d["layers"]] == ["conv1d", "gru", "gru", "time_distributed"]
+    assert d["layers"][0]["output_shape"] == [None, None, 20] and d["layers"][0]["params"] == 100
+    assert d["time_mapping"]["stride"] == 2 and d["time_mapping"]["last_input_step_of_output_0"] == 3
+
+
+def test_summary_table(capsys):
+    assert main(["summary", str(ROOT / "specs" / "wavenet.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "wavenet" in out and "6,010" in out
+    assert "receptive field 31 steps" in out and "output length T" in out
+
+
+def test_schema_prints_json(capsys):
+    assert main(["schema"]) == 0
+    assert json.loads(capsys.readouterr().out)["title"].startswith("seqspec")
+
+
+def test_schema_output_is_written_atomically(tmp_path, monkeypatch):
+    target = tmp_path / "s.json"
+    target.write_text("old")
+
+    def boom(tmp):
+        Path(tmp).write_text("half")
+        raise RuntimeError("disk full")
+
+    import seqspec.cli as cli
+
+    try:
+        cli.atomic_write(str(target), boom)
+    except RuntimeError:
+        pass
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["s.json"]
+
+
+def test_unknown_backend_suggests(capsys):
+    import seqspec
+
+    try:
+        seqspec.get_backend("kears")
+    except seqspec.SpecError as e:
+        assert "did you mean 'keras'?" in str(e)
+    else:
+        raise AssertionError("no error")
+
+
+def test_console_script_validate_is_quiet_and_fast_path():
+    out = subprocess.run(
+        [sys.executable, "-m", "seqspec.cli", "validate", str(ROOT / "specs" / "invalid" / "object_tag.yaml")],
+        capture_output=True, text=True,
+    )
+    assert out.returncode == 2
+    assert out.stderr == "" and "Traceback" not in out.stdout
