@@ -218,6 +218,14 @@ def cmd_check(args) -> int:
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAIL
 
 
+def cmd_train(args) -> int:
+    from ._train import cmd_train as run
+
+    spec = _load(args.spec, args.max_params)
+    _quiet_frameworks()
+    return run(spec, args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seqspec", description="Define sequence models once; compile them to Keras and PyTorch.")
     parser.add_argument("--version", action="version", version="seqspec 0.1.0")
@@ -254,6 +262,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["float32", "float64"])
     budget(p)
     p.set_defaults(run=cmd_check)
+
+    p = sub.add_parser("train", help="train a spec on either backend (its `train:` section, overridden by flags)")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--backend", required=True, choices=["keras", "torch"])
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--out", metavar="DIR", help="output directory (default runs/NAME-BACKEND)")
+    p.add_argument("--seed", type=int)
+    budget(p)
+    p.set_defaults(run=cmd_train)
     return parser
 
 
