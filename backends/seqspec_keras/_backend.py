@@ -1,0 +1,141 @@
+"""The Keras backend: a seqspec.Backend that compiles a spec to a functional Keras 3 model on TensorFlow."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from typing import Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import seqspec
+from seqspec import Spec
+
+from . import _weights
+from ._builders import BACKEND_NAME, BUILDERS, build_model
+from ._weights import WEIGHT_MAPS, model_bindings
+
+SUFFIX = ".keras"
+
+
+def _input_dtype(model: keras.Model) -> str:
+    return keras.backend.standardize_dtype(model.inputs[0].dtype)
+
+
+def _numpy(value, dtype: str) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(value)).astype(dtype, copy=False)
+
+
+def _top_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The Keras layers of the spec's layers, in order (the functional graph minus its input)."""
+    return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+
+
+class KerasBackend(seqspec.Backend):
+    """Compiles a Spec to a functional keras.Model (Keras 3, TensorFlow), one Keras layer `layers.{i}` per spec layer."""
+
+    name = BACKEND_NAME
+    extra = "keras"
+    suffix = SUFFIX
+    builders = BUILDERS
+    weight_maps = WEIGHT_MAPS
+
+    def build(self, spec: Spec, weights: Optional[dict[str, np.ndarray]] = None) -> keras.Model:
+        """The keras.Model of `spec` in spec.dtype, from `weights`, else seqspec.initial_weights for a
+        seeded spec, else Keras's own initialisation. Raises seqspec.BackendError for a key Keras
+        cannot honour exactly, naming the layer, the key and this backend."""
+        model = build_model(spec)
+        if weights is None and spec.seed is not None:
+            weights = seqspec.initial_weights(spec)
+        if weights is not None:
+            self.set_weights(model, spec, weights)
+        return model
+
+    def get_weights(self, model: keras.Model, spec: Spec) -> dict[str, np.ndarray]:
+        return _weights.get_weights(model, spec)
+
+    def set_weights(self, model: keras.Model, spec: Spec, weights: dict[str, np.ndarray]) -> None:
+        _weights.set_weights(model, spec, weights)
+
+    def count_params(self, model: keras.Model) -> tuple[int, int]:
+        def count(variables) -> int:
+            return int(sum(np.prod(v.shape, dtype=np.int64) for v in variables))
+
+        return count(model.trainable_weights), count(model.non_trainable_weights)
+
+    def predict(self, model: keras.Model, x: np.ndarray) -> np.ndarray:
+        """The output for x ([batch, time, features] or [batch, features]) in inference mode."""
+        dtype = _input_dtype(model)
+        return _numpy(model(np.asarray(x, dtype=dtype), training=False), dtype)
+
+    def layer_outputs(self, model: keras.Model, x: np.ndarray) -> list[np.ndarray]:
+        """Every spec layer's output for x, in inference mode, in order."""
+        dtype = _input_dtype(model)
+        probe = keras.Model(model.inputs, [layer.output for layer in _top_layers(model)])
+        outputs = probe(np.asarray(x, dtype=dtype), training=False)
+        return [_numpy(y, dtype) for y in outputs]
+
+    def gradients(
+        self, model: keras.Model, spec: Spec, x: np.ndarray, r: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """For loss = sum(output * r) in inference mode: (output, dloss/dx, {canonical name: dloss/dw})
+        over the trainable canonical arrays, mapped by the same Bindings as the weights."""
+        x_t = tf.convert_to_tensor(np.asarray(x, dtype=spec.dtype))
+        bindings = [b for b in model_bindings(model, spec) if b.variable.trainable]
+        with tf.GradientTape() as tape:
+            tape.watch(x_t)
+            y = model(x_t, training=False)
+            loss = tf.reduce_sum(y * tf.convert_to_tensor(np.asarray(r, dtype=spec.dtype)))
+        grads = tape.gradient(
+            loss, [x_t] + [b.variable.value for b in bindings], unconnected_gradients=tf.UnconnectedGradients.ZERO
+        )
+        found: dict[str, np.ndarray] = {}
+        for binding, grad in zip(bindings, grads[1:]):
+            found.update(binding.split(_numpy(grad, spec.dtype)))
+        dw = {name: np.ascontiguousarray(found[name]) for name in _weights.trainable_names(spec)}
+        return _numpy(y, spec.dtype), _numpy(grads[0], spec.dtype), dw
+
+    def training_output(self, model: keras.Model, x: np.ndarray, seed: int) -> np.ndarray:
+        """One forward pass in training mode, dropout masks drawn from `seed`.
+
+        The model's state is put back afterwards, so that the pass leaves no trace: batch-norm
+        moving statistics and the dropout seed generators are restored.
+        """
+        weights = {id(v) for v in model.weights}
+        # A model's variables that are not weights are the dropout layers' seed-generator states.
+        seed_states = [v for v in model.variables if id(v) not in weights]
+        state = [(v, keras.ops.convert_to_numpy(v.value)) for v in model.non_trainable_weights + seed_states]
+        rng = np.random.default_rng(seed)
+        for v in seed_states:
+            v.assign(np.array([rng.integers(0, 2**31 - 1), 0], dtype=keras.backend.standardize_dtype(v.dtype)))
+        try:
+            dtype = _input_dtype(model)
+            return _numpy(model(np.asarray(x, dtype=dtype), training=True), dtype)
+        finally:
+            for v, value in state:
+                v.assign(value)
+
+    def save(self, model: keras.Model, spec: Spec, path: str) -> None:
+        """Write a .keras file; a path with another suffix (an atomic writer's temporary name) works too."""
+        path = os.fspath(path)
+        if path.endswith(SUFFIX):
+            model.save(path)
+            return
+        # Keras insists on the suffix, so write beside the target and move it into place.
+        with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(path))) as tmp:
+            staged = os.path.join(tmp, "model" + SUFFIX)
+            model.save(staged)
+            os.replace(staged, path)
+
+    def load(self, path: str) -> keras.Model:
+        """Reload a model written by `save` (its custom layers are registered by importing seqspec_keras)."""
+        path = os.fspath(path)
+        if path.endswith(SUFFIX):
+            return keras.saving.load_model(path)
+        with tempfile.TemporaryDirectory() as tmp:
+            staged = os.path.join(tmp, "model" + SUFFIX)
+            shutil.copyfile(path, staged)
+            return keras.saving.load_model(staged)

@@ -1,0 +1,246 @@
+"""Builders: one function per spec node class, from the node to the Keras layer or cell that computes it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import keras
+
+import seqspec
+from seqspec import _spec as s
+
+from ._layers import LNSimpleRNNCell, PeepholeLSTMCell, WaveNet, keras_activation
+
+BACKEND_NAME = "keras"
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where a node sits: the Keras name and dtype to give it, and its path in the spec, for errors.
+
+    `name` is None for nested layers (Keras names them); `path` is e.g. ("layers", 2, "layer").
+    """
+
+    name: Optional[str]
+    spec: s.Spec
+    path: tuple
+
+    @property
+    def dtype(self) -> str:
+        return self.spec.dtype
+
+    def nested(self, key: str) -> "Site":
+        return Site(None, self.spec, self.path + (key,))
+
+    def unsupported(self, key: str, why: str) -> seqspec.BackendError:
+        """The error for a key this backend cannot honour exactly, located at the key in the file."""
+        field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in self.path + (key,)).lstrip(".")
+        where = self.spec.where(*self.path, key)
+        return seqspec.BackendError(f"{where}: {field}: the {BACKEND_NAME} backend {why}")
+
+
+# --- recurrent cells ---------------------------------------------------------------------------
+
+
+def _cell_keys(node, site: Site) -> dict:
+    return dict(
+        units=node.units,
+        activation=keras_activation(node.activation),
+        use_bias=node.use_bias,
+        dropout=node.dropout,
+        recurrent_dropout=node.recurrent_dropout,
+        dtype=site.dtype,
+    )
+
+
+def _gate_keys(node) -> dict:
+    return dict(recurrent_activation=keras_activation(node.recurrent_activation))
+
+
+def simple_rnn_cell(node, site: Site):
+    return keras.layers.SimpleRNNCell(**_cell_keys(node, site))
+
+
+def lstm_cell(node, site: Site):
+    return keras.layers.LSTMCell(**_cell_keys(node, site), **_gate_keys(node), unit_forget_bias=node.unit_forget_bias)
+
+
+def gru_cell(node, site: Site):
+    return keras.layers.GRUCell(**_cell_keys(node, site), **_gate_keys(node), reset_after=node.reset_after)
+
+
+def ln_simple_rnn_cell(node, site: Site):
+    return LNSimpleRNNCell(**_cell_keys(node, site), epsilon=node.epsilon)
+
+
+def peephole_lstm_cell(node, site: Site):
+    return PeepholeLSTMCell(**_cell_keys(node, site), **_gate_keys(node), unit_forget_bias=node.unit_forget_bias)
+
+
+# --- recurrent layers --------------------------------------------------------------------------
+
+
+def simple_rnn(node: s.SimpleRNN, site: Site):
+    return keras.layers.SimpleRNN(**_cell_keys(node, site), return_sequences=node.return_sequences, name=site.name)
+
+
+def lstm(node: s.LSTM, site: Site):
+    return keras.layers.LSTM(
+        **_cell_keys(node, site),
+        **_gate_keys(node),
+        unit_forget_bias=node.unit_forget_bias,
+        return_sequences=node.return_sequences,
+        name=site.name,
+    )
+
+
+def gru(node: s.GRU, site: Site):
+    return keras.layers.GRU(
+        **_cell_keys(node, site),
+        **_gate_keys(node),
+        reset_after=node.reset_after,
+        return_sequences=node.return_sequences,
+        name=site.name,
+    )
+
+
+def rnn(node: s.RNN, site: Site):
+    cell = BUILDERS[type(node.cell)](node.cell, site.nested("cell"))
+    return keras.layers.RNN(cell, return_sequences=node.return_sequences, dtype=site.dtype, name=site.name)
+
+
+def bidirectional(node: s.Bidirectional, site: Site):
+    inner = BUILDERS[type(node.layer)](node.layer, site.nested("layer"))
+    return keras.layers.Bidirectional(inner, merge_mode=node.merge_mode, dtype=site.dtype, name=site.name)
+
+
+# --- feed-forward layers -----------------------------------------------------------------------
+
+
+def dense(node: s.Dense, site: Site):
+    return keras.layers.Dense(
+        node.units, activation=keras_activation(node.activation), use_bias=node.use_bias, dtype=site.dtype, name=site.name
+    )
+
+
+def time_distributed(node: s.TimeDistributed, site: Site):
+    inner = BUILDERS[type(node.layer)](node.layer, site.nested("layer"))
+    return keras.layers.TimeDistributed(inner, dtype=site.dtype, name=site.name)
+
+
+def flatten(node: s.Flatten, site: Site):
+    return keras.layers.Flatten(dtype=site.dtype, name=site.name)
+
+
+def repeat_vector(node: s.RepeatVector, site: Site):
+    return keras.layers.RepeatVector(node.n, dtype=site.dtype, name=site.name)
+
+
+def dropout(node: s.Dropout, site: Site):
+    return keras.layers.Dropout(node.rate, dtype=site.dtype, name=site.name)
+
+
+def activation(node: s.ActivationLayer, site: Site):
+    return keras.layers.Activation(keras_activation(node.activation), dtype=site.dtype, name=site.name)
+
+
+def batch_norm(node: s.BatchNorm, site: Site):
+    return keras.layers.BatchNormalization(
+        axis=-1, momentum=node.momentum, epsilon=node.epsilon, dtype=site.dtype, name=site.name
+    )
+
+
+def layer_norm(node: s.LayerNorm, site: Site):
+    return keras.layers.LayerNormalization(axis=-1, epsilon=node.epsilon, dtype=site.dtype, name=site.name)
+
+
+# --- convolutional layers ----------------------------------------------------------------------
+
+
+def conv1d(node: s.Conv1D, site: Site):
+    if node.strides > 1 and node.dilation_rate > 1:
+        # TensorFlow's convolution refuses the combination; a strided slice of a stride-1
+        # output would compute it, but only at the cost of every skipped output step.
+        raise site.unsupported(
+            "strides",
+            f"cannot combine strides > 1 with dilation_rate > 1 (TensorFlow's convolution refuses it); "
+            f"received strides={node.strides}, dilation_rate={node.dilation_rate}",
+        )
+    return keras.layers.Conv1D(
+        node.filters,
+        node.kernel_size,
+        strides=node.strides,
+        padding=node.padding,
+        dilation_rate=node.dilation_rate,
+        activation=keras_activation(node.activation),
+        use_bias=node.use_bias,
+        dtype=site.dtype,
+        name=site.name,
+    )
+
+
+def max_pool1d(node: s.MaxPool1D, site: Site):
+    return keras.layers.MaxPooling1D(node.pool_size, strides=node.stride, padding=node.padding, dtype=site.dtype, name=site.name)
+
+
+def avg_pool1d(node: s.AvgPool1D, site: Site):
+    # TensorFlow's 'same' average excludes the padding from each window's count.
+    return keras.layers.AveragePooling1D(node.pool_size, strides=node.stride, padding=node.padding, dtype=site.dtype, name=site.name)
+
+
+def global_max_pool1d(node: s.GlobalMaxPool1D, site: Site):
+    return keras.layers.GlobalMaxPooling1D(dtype=site.dtype, name=site.name)
+
+
+def global_avg_pool1d(node: s.GlobalAvgPool1D, site: Site):
+    return keras.layers.GlobalAveragePooling1D(dtype=site.dtype, name=site.name)
+
+
+def wavenet(node: s.WaveNet, site: Site):
+    return WaveNet(
+        node.filters,
+        node.kernel_size,
+        node.rates,
+        gated=node.gated,
+        activation=keras_activation(node.activation),
+        dtype=site.dtype,
+        name=site.name,
+    )
+
+
+BUILDERS: dict[type, Callable[..., keras.layers.Layer]] = {
+    s.SimpleRNNCell: simple_rnn_cell,
+    s.LSTMCell: lstm_cell,
+    s.GRUCell: gru_cell,
+    s.LNSimpleRNNCell: ln_simple_rnn_cell,
+    s.PeepholeLSTMCell: peephole_lstm_cell,
+    s.SimpleRNN: simple_rnn,
+    s.LSTM: lstm,
+    s.GRU: gru,
+    s.RNN: rnn,
+    s.Bidirectional: bidirectional,
+    s.Dense: dense,
+    s.TimeDistributed: time_distributed,
+    s.Flatten: flatten,
+    s.RepeatVector: repeat_vector,
+    s.Dropout: dropout,
+    s.ActivationLayer: activation,
+    s.BatchNorm: batch_norm,
+    s.LayerNorm: layer_norm,
+    s.Conv1D: conv1d,
+    s.MaxPool1D: max_pool1d,
+    s.AvgPool1D: avg_pool1d,
+    s.GlobalMaxPool1D: global_max_pool1d,
+    s.GlobalAvgPool1D: global_avg_pool1d,
+    s.WaveNet: wavenet,
+}
+
+
+def build_model(spec: s.Spec) -> keras.Model:
+    """The functional keras.Model of `spec`: keras.Input then one Keras layer per spec layer, named `layers.{i}`."""
+    x = inputs = keras.Input(shape=tuple(spec.input.shape), dtype=spec.dtype, name="input")
+    for i, node in enumerate(spec.layers):
+        site = Site(f"layers.{i}", spec, ("layers", i))
+        x = BUILDERS[type(node)](node, site)(x)
+    return keras.Model(inputs, x, name=spec.name)
