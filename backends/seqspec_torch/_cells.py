@@ -1,0 +1,438 @@
+"""Recurrent cells, and the layers that run them over time: fused torch.nn kernels where torch can, a loop otherwise."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seqspec import activation_name
+
+from ._activations import activation_fn
+
+# Gate order of the rows of torch's stacked weights, and of every cell here. The canonical
+# layout (seqspec._weights) names LSTM gates i, f, g, o too, and GRU gates z, r, g.
+TORCH_LSTM_GATES = ("i", "f", "g", "o")
+TORCH_GRU_GATES = ("r", "z", "n")
+CANONICAL_TO_TORCH_GRU = {"z": "z", "r": "r", "g": "n"}
+
+
+# --- shared pieces of the step loop -----------------------------------------------------------
+
+
+def _project(x: torch.Tensor, weight_ih: torch.Tensor, bias: Optional[torch.Tensor], masks: Optional[torch.Tensor]) -> torch.Tensor:
+    """The input part of every gate at every step, in one matmul.
+
+    x [B, T, F], weight_ih (G*units, F), bias (G*units,), masks None, [1, B, 1, F] (one mask for
+    all gates) or [G, B, 1, F] (one per gate) -> [B, T, G*units].
+    """
+    if masks is None or masks.shape[0] == 1:
+        return F.linear(x if masks is None else x * masks[0], weight_ih, bias)
+    g = masks.shape[0]
+    b, t, f = x.shape
+    per_gate = torch.einsum("gbtf,guf->btgu", x.unsqueeze(0) * masks, weight_ih.view(g, -1, f)).reshape(b, t, -1)
+    return per_gate if bias is None else per_gate + bias
+
+
+def _recur(h: torch.Tensor, weight_hh: torch.Tensor, masks: Optional[torch.Tensor]) -> torch.Tensor:
+    """The recurrent part of every gate: h [B, units], weight_hh (G*units, units), masks None,
+    [1, B, units] or [G, B, units] -> [B, G*units]."""
+    if masks is None or masks.shape[0] == 1:
+        return F.linear(h if masks is None else h * masks[0], weight_hh)
+    g, units = masks.shape[0], h.shape[1]
+    per_gate = torch.bmm(h.unsqueeze(0) * masks, weight_hh.view(g, units, units).transpose(1, 2))
+    return per_gate.transpose(0, 1).reshape(h.shape[0], -1)
+
+
+def _uniform_(module: nn.Module, units: int) -> None:
+    """torch.nn's RNN initialisation, U(-1/sqrt(units), 1/sqrt(units)), for the cells of our own."""
+    bound = 1.0 / math.sqrt(units)
+    for p in module.parameters():
+        nn.init.uniform_(p, -bound, bound)
+
+
+def _zero_hidden_bias(rnn: nn.RNNBase) -> None:
+    """Make torch's second bias vector a zero buffer, so parameters count as Keras's.
+
+    nn.RNN and nn.LSTM add bias_ih_l0 + bias_hh_l0 where Keras has one bias: bias_ih_l0 carries
+    the canonical bias and bias_hh_l0 stays zero. The fused kernel takes its weights as a list
+    of tensors (`_flat_weights`), so a buffer there works with autograd and dtype casts alike.
+    """
+    zeros = torch.zeros_like(rnn.bias_hh_l0.data)
+    del rnn.bias_hh_l0
+    rnn.register_buffer("bias_hh_l0", zeros, persistent=False)
+    rnn._init_flat_weights()
+
+
+def _torch_tensors(rnn: nn.RNNBase) -> tuple:
+    """(weight_ih, weight_hh, bias_ih, bias_hh) of a one-layer torch RNN; without bias the last two are None."""
+    if not rnn.bias:
+        return rnn.weight_ih_l0, rnn.weight_hh_l0, None, None
+    return rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0
+
+
+# --- cells: each holds torch-layout weights, weight_ih (G*units, in) and weight_hh (G*units, units) ---
+
+
+class SimpleRNNCell(nn.Module):
+    """y(t) = act(x(t) W_x + y(t-1) W_y + b); weights live in `rnn`, an nn.RNN.
+
+    rnn.weight_ih_l0 (units, in), rnn.weight_hh_l0 (units, units), rnn.bias_ih_l0 (units,).
+    An activation other than tanh or relu runs the loop on the same weights.
+    """
+
+    gate_count = 1
+    per_gate_masks = False  # Keras's SimpleRNNCell draws one mask, whatever the dropouts
+
+    def __init__(self, node, n_in: int):
+        super().__init__()
+        name = activation_name(node.activation)
+        self.units, self.dropout, self.recurrent_dropout = node.units, node.dropout, node.recurrent_dropout
+        self.fusable = name in ("tanh", "relu")
+        self.activation = activation_fn(node.activation)
+        self.rnn = nn.RNN(n_in, node.units, nonlinearity=name if self.fusable else "tanh", bias=node.use_bias, batch_first=True)
+        if node.use_bias:
+            _zero_hidden_bias(self.rnn)
+
+    def fused(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, T, F] -> [B, T, units]."""
+        return self.rnn(x)[0]
+
+    def tensors(self) -> tuple:
+        """(weight_ih, weight_hh, bias_ih, bias_hh) in torch's layout; absent ones are None."""
+        return _torch_tensors(self.rnn)
+
+    def loop(self, x: torch.Tensor, in_masks, rec_masks) -> torch.Tensor:
+        """[B, T, F] -> [B, T, units], with Keras's per-sequence dropout masks."""
+        weight_ih, weight_hh, bias, _ = self.tensors()
+        xp = _project(x, weight_ih, bias, in_masks)
+        h = x.new_zeros(x.shape[0], self.units)
+        outputs = []
+        for t in range(x.shape[1]):
+            h = self.activation(xp[:, t] + _recur(h, weight_hh, rec_masks))
+            outputs.append(h)
+        return torch.stack(outputs, dim=1)
+
+
+class LNSimpleRNNCell(nn.Module):
+    """y(t) = act(LayerNorm(x(t) W_x + y(t-1) W_y + b)), LayerNorm over units with eps `epsilon`.
+
+    weight_ih (units, in), weight_hh (units, units), bias (units,) or None, gamma, beta (units,).
+    """
+
+    gate_count = 1
+    per_gate_masks = False  # as SimpleRNNCell
+    fusable = False
+
+    def __init__(self, node, n_in: int):
+        super().__init__()
+        u = node.units
+        self.units, self.dropout, self.recurrent_dropout = u, node.dropout, node.recurrent_dropout
+        self.epsilon = node.epsilon
+        self.activation = activation_fn(node.activation)
+        self.weight_ih = nn.Parameter(torch.empty(u, n_in))
+        self.weight_hh = nn.Parameter(torch.empty(u, u))
+        self.bias = nn.Parameter(torch.empty(u)) if node.use_bias else None
+        _uniform_(self, u)
+        self.gamma = nn.Parameter(torch.ones(u))
+        self.beta = nn.Parameter(torch.zeros(u))
+
+    def tensors(self) -> tuple:
+        """(weight_ih, weight_hh, bias_ih, bias_hh) in torch's layout; absent ones are None."""
+        return self.weight_ih, self.weight_hh, self.bias, None
+
+    def loop(self, x: torch.Tensor, in_masks, rec_masks) -> torch.Tensor:
+        """[B, T, F] -> [B, T, units]."""
+        xp = _project(x, self.weight_ih, self.bias, in_masks)
+        h = x.new_zeros(x.shape[0], self.units)
+        outputs = []
+        for t in range(x.shape[1]):
+            z = xp[:, t] + _recur(h, self.weight_hh, rec_masks)
+            h = self.activation(F.layer_norm(z, (self.units,), self.gamma, self.beta, self.epsilon))
+            outputs.append(h)
+        return torch.stack(outputs, dim=1)
+
+
+def _lstm_loop(cell, x, weight_ih, weight_hh, bias, in_masks, rec_masks, peepholes=None) -> torch.Tensor:
+    """The LSTM recurrence over [B, T, F] -> [B, T, units], gates in TORCH_LSTM_GATES order.
+
+    peepholes: None or (p_i, p_f, p_o), each (units,): i and f see c(t-1), o sees c(t).
+    """
+    act, ract = cell.activation, cell.recurrent_activation
+    xp = _project(x, weight_ih, bias, in_masks)
+    h = x.new_zeros(x.shape[0], cell.units)
+    c = torch.zeros_like(h)
+    outputs = []
+    for t in range(x.shape[1]):
+        zi, zf, zg, zo = (xp[:, t] + _recur(h, weight_hh, rec_masks)).chunk(4, dim=1)
+        if peepholes is not None:
+            zi, zf = zi + peepholes[0] * c, zf + peepholes[1] * c
+        c = ract(zf) * c + ract(zi) * act(zg)
+        if peepholes is not None:
+            zo = zo + peepholes[2] * c
+        h = ract(zo) * act(c)
+        outputs.append(h)
+    return torch.stack(outputs, dim=1)
+
+
+class LSTMCell(nn.Module):
+    """LSTM with gates i, f, g, o; weights live in `lstm`, an nn.LSTM.
+
+    lstm.weight_ih_l0 (4*units, in) and weight_hh_l0 (4*units, units), rows (W_i|W_f|W_g|W_o);
+    lstm.bias_ih_l0 (4*units,). Activations other than tanh/sigmoid run the loop on the same weights.
+    """
+
+    gate_count = 4
+    per_gate_masks = True  # Keras's LSTMCell switches to one mask per gate when recurrent_dropout > 0
+
+    def __init__(self, node, n_in: int):
+        super().__init__()
+        self.units, self.dropout, self.recurrent_dropout = node.units, node.dropout, node.recurrent_dropout
+        self.fusable = activation_name(node.activation) == "tanh" and activation_name(node.recurrent_activation) == "sigmoid"
+        self.activation = activation_fn(node.activation)
+        self.recurrent_activation = activation_fn(node.recurrent_activation)
+        self.lstm = nn.LSTM(n_in, node.units, bias=node.use_bias, batch_first=True)
+        if node.use_bias:
+            _zero_hidden_bias(self.lstm)
+
+    def fused(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, T, F] -> [B, T, units]."""
+        return self.lstm(x)[0]
+
+    def tensors(self) -> tuple:
+        """(weight_ih, weight_hh, bias_ih, bias_hh) in torch's layout; absent ones are None."""
+        return _torch_tensors(self.lstm)
+
+    def loop(self, x: torch.Tensor, in_masks, rec_masks) -> torch.Tensor:
+        """[B, T, F] -> [B, T, units]."""
+        weight_ih, weight_hh, bias, _ = self.tensors()  # bias_hh is the zero buffer
+        return _lstm_loop(self, x, weight_ih, weight_hh, bias, in_masks, rec_masks)
+
+
+class PeepholeLSTMCell(nn.Module):
+    """LSTM whose i and f gates see c(t-1) and whose o gate sees c(t) (Gers and Schmidhuber, 2000).
+
+    weight_ih (4*units, in), weight_hh (4*units, units), rows in TORCH_LSTM_GATES order;
+    bias (4*units,) or None; peephole_i, peephole_f, peephole_o (units,), elementwise.
+    """
+
+    gate_count = 4
+    per_gate_masks = True  # as LSTMCell, which Keras peephole cells derive from
+    fusable = False
+
+    def __init__(self, node, n_in: int):
+        super().__init__()
+        u = node.units
+        self.units, self.dropout, self.recurrent_dropout = u, node.dropout, node.recurrent_dropout
+        self.activation = activation_fn(node.activation)
+        self.recurrent_activation = activation_fn(node.recurrent_activation)
+        self.weight_ih = nn.Parameter(torch.empty(4 * u, n_in))
+        self.weight_hh = nn.Parameter(torch.empty(4 * u, u))
+        self.bias = nn.Parameter(torch.empty(4 * u)) if node.use_bias else None
+        self.peephole_i = nn.Parameter(torch.empty(u))
+        self.peephole_f = nn.Parameter(torch.empty(u))
+        self.peephole_o = nn.Parameter(torch.empty(u))
+        _uniform_(self, u)
+
+    def tensors(self) -> tuple:
+        """(weight_ih, weight_hh, bias_ih, bias_hh) in torch's layout; absent ones are None."""
+        return self.weight_ih, self.weight_hh, self.bias, None
+
+    def loop(self, x: torch.Tensor, in_masks, rec_masks) -> torch.Tensor:
+        """[B, T, F] -> [B, T, units]."""
+        peepholes = (self.peephole_i, self.peephole_f, self.peephole_o)
+        return _lstm_loop(self, x, self.weight_ih, self.weight_hh, self.bias, in_masks, rec_masks, peepholes)
+
+
+def _gru_loop(cell, x, weight_ih, weight_hh, bias_ih, bias_hh, in_masks, rec_masks, reset_after: bool) -> torch.Tensor:
+    """The GRU recurrence over [B, T, F] -> [B, T, units], gates in TORCH_GRU_GATES order.
+
+    reset_after: n = act(x W_n + b_n + r * (h U_n + b_hn)); else n = act(x W_n + b_n + (r * h) U_n).
+    h(t) = z * h(t-1) + (1 - z) * n, with the unmasked h(t-1) as Keras.
+    """
+    act, ract, u = cell.activation, cell.recurrent_activation, cell.units
+    xp = _project(x, weight_ih, bias_ih, in_masks)
+    h = x.new_zeros(x.shape[0], u)
+    outputs = []
+    for t in range(x.shape[1]):
+        xr, xz, xn = xp[:, t].chunk(3, dim=1)
+        if reset_after:
+            hp = _recur(h, weight_hh, rec_masks)
+            if bias_hh is not None:
+                hp = hp + bias_hh
+            hr, hz, hn = hp.chunk(3, dim=1)
+            r, z = ract(xr + hr), ract(xz + hz)
+            n = act(xn + r * hn)
+        else:
+            hr, hz = _recur(h, weight_hh[: 2 * u], None if rec_masks is None else rec_masks[:2]).chunk(2, dim=1)
+            r, z = ract(xr + hr), ract(xz + hz)
+            h_n = h if rec_masks is None else h * rec_masks[-1]
+            n = act(xn + F.linear(r * h_n, weight_hh[2 * u :]))
+        h = z * h + (1 - z) * n
+        outputs.append(h)
+    return torch.stack(outputs, dim=1)
+
+
+class GRUCell(nn.Module):
+    """GRU, reset_after=True (r applied after the recurrent matmul); weights live in `gru`, an nn.GRU.
+
+    gru.weight_ih_l0 (3*units, in), gru.weight_hh_l0 (3*units, units), rows (W_r|W_z|W_n);
+    gru.bias_ih_l0 and bias_hh_l0 (3*units,) are Keras's input and recurrent biases exactly.
+    """
+
+    gate_count = 3
+    per_gate_masks = True  # Keras's GRUCell switches to one mask per gate when recurrent_dropout > 0
+
+    def __init__(self, node, n_in: int):
+        super().__init__()
+        self.units, self.dropout, self.recurrent_dropout = node.units, node.dropout, node.recurrent_dropout
+        self.fusable = activation_name(node.activation) == "tanh" and activation_name(node.recurrent_activation) == "sigmoid"
+        self.activation = activation_fn(node.activation)
+        self.recurrent_activation = activation_fn(node.recurrent_activation)
+        self.gru = nn.GRU(n_in, node.units, bias=node.use_bias, batch_first=True)
+
+    def fused(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, T, F] -> [B, T, units]."""
+        return self.gru(x)[0]
+
+    def tensors(self) -> tuple:
+        """(weight_ih, weight_hh, bias_ih, bias_hh) in torch's layout; absent ones are None."""
+        return _torch_tensors(self.gru)
+
+    def loop(self, x: torch.Tensor, in_masks, rec_masks) -> torch.Tensor:
+        """[B, T, F] -> [B, T, units]."""
+        return _gru_loop(self, x, *self.tensors(), in_masks, rec_masks, reset_after=True)
+
+
+class GRUResetBeforeCell(nn.Module):
+    """GRU, reset_after=False, the textbook form: n = act(x W_n + (r * h) U_n + b_n).
+
+    weight_ih (3*units, in), weight_hh (3*units, units), rows in TORCH_GRU_GATES order (r, z, n);
+    bias (3*units,) or None: one bias, as Keras has for this form.
+    """
+
+    gate_count = 3
+    per_gate_masks = True  # as GRUCell
+    fusable = False
+
+    def __init__(self, node, n_in: int):
+        super().__init__()
+        u = node.units
+        self.units, self.dropout, self.recurrent_dropout = u, node.dropout, node.recurrent_dropout
+        self.activation = activation_fn(node.activation)
+        self.recurrent_activation = activation_fn(node.recurrent_activation)
+        self.weight_ih = nn.Parameter(torch.empty(3 * u, n_in))
+        self.weight_hh = nn.Parameter(torch.empty(3 * u, u))
+        self.bias = nn.Parameter(torch.empty(3 * u)) if node.use_bias else None
+        _uniform_(self, u)
+
+    def tensors(self) -> tuple:
+        """(weight_ih, weight_hh, bias_ih, bias_hh) in torch's layout; absent ones are None."""
+        return self.weight_ih, self.weight_hh, self.bias, None
+
+    def loop(self, x: torch.Tensor, in_masks, rec_masks) -> torch.Tensor:
+        """[B, T, F] -> [B, T, units]."""
+        return _gru_loop(self, x, self.weight_ih, self.weight_hh, self.bias, None, in_masks, rec_masks, reset_after=False)
+
+
+def build_simple_rnn_cell(node, n_in: int) -> nn.Module:
+    return SimpleRNNCell(node, n_in)
+
+
+def build_lstm_cell(node, n_in: int) -> nn.Module:
+    return LSTMCell(node, n_in)
+
+
+def build_gru_cell(node, n_in: int) -> nn.Module:
+    return GRUCell(node, n_in) if node.reset_after else GRUResetBeforeCell(node, n_in)
+
+
+def build_ln_simple_rnn_cell(node, n_in: int) -> nn.Module:
+    return LNSimpleRNNCell(node, n_in)
+
+
+def build_peephole_lstm_cell(node, n_in: int) -> nn.Module:
+    return PeepholeLSTMCell(node, n_in)
+
+
+# The cell builder of each recurrent type name: a layer `lstm` and a cell `lstm` build the same cell.
+CELL_BUILDERS = {
+    "simple_rnn": build_simple_rnn_cell,
+    "lstm": build_lstm_cell,
+    "gru": build_gru_cell,
+    "ln_simple_rnn": build_ln_simple_rnn_cell,
+    "peephole_lstm": build_peephole_lstm_cell,
+}
+
+
+# --- layers -----------------------------------------------------------------------------------
+
+
+def _dropout_masks(n: int, shape: tuple, rate: float, like: torch.Tensor) -> torch.Tensor:
+    """n masks of `shape`, each element kept with probability 1 - rate and scaled by 1/(1 - rate)."""
+    keep = 1.0 - rate
+    return torch.empty((n, *shape), dtype=like.dtype, device=like.device).bernoulli_(keep).div_(keep)
+
+
+class Recurrent(nn.Module):
+    """A cell run over time: [B, T, F] -> [B, T, units] (return_sequences) or [B, units].
+
+    Dropout as Keras 3: `dropout` is one mask per sequence on the inputs and `recurrent_dropout`
+    one mask per sequence on h(t-1), both reused at every step (one per gate for LSTM and GRU
+    cells when recurrent_dropout > 0, as Keras's implementation 1). `reverse` runs the sequence
+    backwards and returns its outputs re-aligned to the input steps, as Bidirectional does.
+    """
+
+    takes = gives = "channels_last"
+
+    def __init__(self, cell: nn.Module, return_sequences: bool, reverse: bool = False):
+        super().__init__()
+        self.cell = cell
+        self.return_sequences = return_sequences
+        self.reverse = reverse
+        self.use_fused = True  # tests switch it off to compare the fused kernel with the loop
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.reverse:
+            x = x.flip(1)
+        seq = self.sequence(x)
+        if not self.return_sequences:
+            return seq[:, -1]
+        return seq.flip(1) if self.reverse else seq
+
+    def sequence(self, x: torch.Tensor) -> torch.Tensor:
+        """Every step's output, [B, T, F] -> [B, T, units]."""
+        cell, (b, _, f) = self.cell, x.shape
+        training = self.training
+        n = cell.gate_count if cell.per_gate_masks and cell.recurrent_dropout > 0 else 1
+        in_masks = _dropout_masks(n, (b, 1, f), cell.dropout, x) if training and cell.dropout > 0 else None
+        rec_masks = _dropout_masks(n, (b, cell.units), cell.recurrent_dropout, x) if training and cell.recurrent_dropout > 0 else None
+        if self.use_fused and cell.fusable and rec_masks is None:
+            # Without recurrent dropout there is at most one input mask, constant over time.
+            return cell.fused(x if in_masks is None else x * in_masks[0])
+        return cell.loop(x, in_masks, rec_masks)
+
+
+class Bidirectional(nn.Module):
+    """Forward and backward passes merged: [B, T, F] -> [B, (T,) units] (x2 for concat)."""
+
+    takes = gives = "channels_last"
+
+    def __init__(self, forward: Recurrent, backward: Recurrent, merge_mode: str):
+        super().__init__()
+        self.forward_layer = forward
+        self.backward_layer = backward
+        self.merge_mode = merge_mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.forward_layer(x), self.backward_layer(x)
+        if self.merge_mode == "concat":
+            return torch.cat([a, b], dim=-1)
+        if self.merge_mode == "sum":
+            return a + b
+        if self.merge_mode == "mul":
+            return a * b
+        return (a + b) / 2
