@@ -287,6 +287,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_OK
+    except OSError as e:  # the environment, not the spec: a full disk, a read-only folder
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"seqspec: {where}{e.strerror or e}", file=sys.stderr)
+        return EXIT_FAIL
     except Exception as e:  # an internal fault, not the user's mistake
         if os.environ.get("SEQSPEC_DEBUG"):
             traceback.print_exc()

@@ -1,0 +1,192 @@
+"""Cross-backend equivalence: `seqspec check` on every layer, stack and example, and the compile command."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+import seqspec
+from helpers import spec_of
+from seqspec._check import check
+from seqspec.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = sorted((ROOT / "specs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", seqspec.backend_names())
+def test_every_backend_has_a_builder_and_a_weight_mapping_for_every_node(name):
+    assert seqspec.missing_nodes(seqspec.get_backend(name)) == []
+
+
+def _assert_equivalent(spec, dtype):
+    r = check(spec, dtype=dtype)
+    assert r.ok, r.failures
+    assert r.params["core"] == r.params["keras"] == r.params["torch"]
+    return r
+
+
+RECURRENT = [
+    {"type": "simple_rnn", "units": 5, "return_sequences": True},
+    {"type": "simple_rnn", "units": 5, "activation": "relu", "use_bias": False},
+    {"type": "simple_rnn", "units": 4, "activation": "sigmoid"},
+    {"type": "lstm", "units": 5, "return_sequences": True},
+    {"type": "lstm", "units": 4, "unit_forget_bias": False, "use_bias": False},
+    {"type": "lstm", "units": 4, "activation": "relu", "recurrent_activation": "hard_sigmoid"},
+    {"type": "gru", "units": 5, "return_sequences": True},
+    {"type": "gru", "units": 5, "reset_after": False},
+    {"type": "gru", "units": 4, "reset_after": False, "use_bias": False, "activation": "elu"},
+    {"type": "gru", "units": 4, "dropout": 0.3, "recurrent_dropout": 0.3},
+    {"type": "rnn", "cell": {"type": "ln_simple_rnn", "units": 5, "epsilon": 0.01}, "return_sequences": True},
+    {"type": "rnn", "cell": {"type": "peephole_lstm", "units": 5}},
+    {"type": "rnn", "cell": {"type": "gru", "units": 3, "reset_after": False}},
+    {"type": "rnn", "cell": {"type": "lstm", "units": 3, "recurrent_dropout": 0.2}, "return_sequences": True},
+    {"type": "rnn", "cell": {"type": "simple_rnn", "units": 3}},
+    {"type": "bidirectional", "layer": {"type": "lstm", "units": 3, "return_sequences": True}},
+    {"type": "bidirectional", "layer": {"type": "gru", "units": 3}, "merge_mode": "sum"},
+    {"type": "bidirectional", "layer": {"type": "simple_rnn", "units": 3}, "merge_mode": "mul"},
+    {"type": "bidirectional", "layer": {"type": "rnn", "cell": {"type": "peephole_lstm", "units": 3}}, "merge_mode": "ave"},
+]
+
+FEED_FORWARD = [
+    [{"type": "dense", "units": 4, "activation": {"name": "leaky_relu", "negative_slope": 0.3}}],
+    [{"type": "time_distributed", "layer": {"type": "dense", "units": 4, "activation": "gelu"}}],
+    [{"type": "time_distributed", "layer": {"type": "activation", "activation": "softmax"}}],
+    [{"type": "time_distributed", "layer": {"type": "dropout", "rate": 0.5}}],
+    [{"type": "batch_norm", "momentum": 0.9, "epsilon": 0.01}, {"type": "layer_norm", "epsilon": 0.1}],
+    [{"type": "activation", "activation": a} for a in ("selu", "softplus", "silu", "hard_sigmoid", "tanh", "sigmoid", "leaky_relu")],
+    [{"type": "lstm", "units": 3}, {"type": "repeat_vector", "n": 4}, {"type": "gru", "units": 2, "return_sequences": True}],
+    [{"type": "dropout", "rate": 0.2}, {"type": "global_max_pool1d"}, {"type": "dense", "units": 2, "activation": "softmax"}],
+]
+
+CONV = [
+    [{"type": "conv1d", "filters": 4, "kernel_size": 3, "strides": 2, "padding": "same"}],
+    [{"type": "conv1d", "filters": 4, "kernel_size": 4, "strides": 3, "padding": "same", "activation": "relu"}],
+    [{"type": "conv1d", "filters": 3, "kernel_size": 2, "dilation_rate": 3, "padding": "causal", "use_bias": False}],
+    [{"type": "conv1d", "filters": 3, "kernel_size": 3, "strides": 2, "padding": "valid"}, {"type": "gru", "units": 3}],
+    [{"type": "max_pool1d", "pool_size": 3, "strides": 2, "padding": "same"}, {"type": "avg_pool1d", "pool_size": 2, "padding": "same"}],
+    [{"type": "avg_pool1d", "pool_size": 2}, {"type": "max_pool1d", "pool_size": 2, "strides": 1}, {"type": "global_avg_pool1d"}],
+    [{"type": "wavenet", "filters": 4, "dilation_rates": [1, 2], "repeats": 2}],
+    [{"type": "wavenet", "filters": 4, "kernel_size": 3, "dilation_rates": [1, 2, 4], "gated": True}],
+]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("layer", RECURRENT, ids=lambda d: json.dumps(d)[:60])
+def test_recurrent_layer_is_equivalent(layer, dtype):
+    _assert_equivalent(spec_of([layer], [None, 3]), dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("layers", FEED_FORWARD + CONV, ids=lambda ls: "+".join(d["type"] for d in ls))
+def test_stack_is_equivalent(layers, dtype):
+    _assert_equivalent(spec_of(layers, [None, 3]), dtype)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example_spec_is_equivalent_in_float64_with_gradients(path):
+    r = _assert_equivalent(seqspec.load(path), "float64")
+    assert r.grad_max_abs_diff is not None and r.grad_max_abs_diff <= 1e-6
+    assert 1 in {b for b, _ in r.cases}
+    if seqspec.load(path).input.shape[0] is None and len(seqspec.load(path).input.shape) == 2:
+        assert max(t for _, t in r.cases) >= 500
+
+
+def test_a_wrong_weight_is_caught_and_located(monkeypatch):
+    spec = seqspec.load(ROOT / "specs" / "seq2seq_lstm.yaml")
+    torch_backend = seqspec.get_backend("torch")
+    original = torch_backend.set_weights
+
+    def corrupt(model, spec, weights):
+        weights = dict(weights)
+        weights["layers.1.recurrent_kernel_f"] = weights["layers.1.recurrent_kernel_f"] * 1.01
+        original(model, spec, weights)
+
+    monkeypatch.setattr(torch_backend, "set_weights", corrupt)
+    r = check(spec)
+    assert not r.ok
+    assert r.first_divergent_layer["index"] == 1 and r.first_divergent_layer["type"] == "lstm"
+
+
+# Random valid stacks: a recurrent or conv front, optional middle layers, a head.
+_front = st.sampled_from(RECURRENT[:9] + [c[0] for c in CONV] + [{"type": "layer_norm"}, {"type": "batch_norm"}])
+_middle = st.sampled_from([
+    {"type": "lstm", "units": 3, "return_sequences": True},
+    {"type": "gru", "units": 2, "return_sequences": True, "reset_after": False},
+    {"type": "rnn", "cell": {"type": "ln_simple_rnn", "units": 3}, "return_sequences": True},
+    {"type": "conv1d", "filters": 2, "kernel_size": 2, "padding": "causal"},
+    {"type": "max_pool1d", "pool_size": 2, "padding": "same"},
+    {"type": "dropout", "rate": 0.1},
+    {"type": "time_distributed", "layer": {"type": "dense", "units": 3, "activation": "tanh"}},
+])
+_head = st.sampled_from([
+    {"type": "dense", "units": 2},
+    {"type": "global_avg_pool1d"},
+    {"type": "simple_rnn", "units": 2},
+    {"type": "bidirectional", "layer": {"type": "gru", "units": 2}},
+])
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_front, st.lists(_middle, max_size=2), _head, st.sampled_from(["float32", "float64"]))
+def test_random_stacks_are_equivalent(front, middle, head, dtype):
+    try:
+        spec = spec_of([front, *middle, head], [None, 2], dtype=dtype)
+    except seqspec.SpecError:
+        assume(False)
+    _assert_equivalent(spec, dtype)
+
+
+def test_check_cli_json(capsys):
+    code = main(["check", str(ROOT / "specs" / "conv_gru.yaml"), "--json", "--dtype", "float64"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    (r,) = out
+    assert set(r) >= {"spec", "name", "params", "dtype", "max_abs_diff", "grad_max_abs_diff", "tolerance", "first_divergent_layer", "ok"}
+    assert r["params"] == {"core": 5350, "keras": 5350, "torch": 5350}
+    assert r["ok"] and r["first_divergent_layer"] is None and r["tolerance"] == 1e-9
+
+
+def test_check_cli_invalid_spec_exits_2(capsys):
+    assert main(["check", str(ROOT / "specs" / "invalid" / "wrong_type.yaml")]) == 2
+
+
+@pytest.mark.parametrize("backend", ["keras", "torch"])
+def test_compile_reloads_in_a_fresh_process(backend, tmp_path):
+    spec_path = ROOT / "specs" / "peephole_lstm.yaml"
+    suffix = seqspec.get_backend(backend).suffix
+    out = tmp_path / f"model{suffix}"
+    assert main(["compile", str(spec_path), "--backend", backend, "-o", str(out)]) == 0
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]
+    spec = seqspec.load(spec_path)
+    be = seqspec.get_backend(backend)
+    x = np.random.default_rng(0).standard_normal((2, 9, 1)).astype("float32")
+    want = be.predict(be.build(spec), x)
+    np.save(tmp_path / "x.npy", x)
+    code = (
+        "import sys, numpy as np, seqspec; be = seqspec.get_backend(sys.argv[1]); m = be.load(sys.argv[2]); "
+        "x = np.load(sys.argv[3]); np.save(sys.argv[4], be.predict(m, x)); "
+        "x2 = np.random.default_rng(1).standard_normal((5, 31, 1)).astype('float32'); assert be.predict(m, x2).shape == (5, 31, 10)"
+    )
+    subprocess.run([sys.executable, "-c", code, backend, str(out), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")], check=True)
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), want, atol=1e-6)
+
+
+def test_failed_compile_leaves_no_file(tmp_path, monkeypatch):
+    be = seqspec.get_backend("torch")
+    target = tmp_path / "m.pt"
+    target.write_bytes(b"old model")
+
+    def broken_save(model, spec, path):
+        Path(path).write_bytes(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(be, "save", broken_save)
+    assert main(["compile", str(ROOT / "specs" / "deep_rnn.yaml"), "--backend", "torch", "-o", str(target)]) == 1
+    assert target.read_bytes() == b"old model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
