@@ -26,7 +26,11 @@ def _input_dtype(model: keras.Model) -> str:
 
 
 def _numpy(value, dtype: str) -> np.ndarray:
-    return np.asarray(keras.ops.convert_to_numpy(value)).astype(dtype, copy=False)
+    """A TensorFlow tensor or Keras variable as NumPy in `dtype`.
+
+    `.numpy()` rather than keras.ops.convert_to_numpy, whose np.array(tensor) warns under NumPy 2.
+    """
+    return np.asarray(value.numpy()).astype(dtype, copy=False)
 
 
 def _top_layers(model: keras.Model) -> list[keras.layers.Layer]:
@@ -74,9 +78,11 @@ class KerasBackend(seqspec.Backend):
     def layer_outputs(self, model: keras.Model, x: np.ndarray) -> list[np.ndarray]:
         """Every spec layer's output for x, in inference mode, in order."""
         dtype = _input_dtype(model)
-        probe = keras.Model(model.inputs, [layer.output for layer in _top_layers(model)])
+        layers = _top_layers(model)
+        # A dict of outputs, because Keras unwraps a list of one output into the bare tensor.
+        probe = keras.Model(model.inputs[0], {layer.name: layer.output for layer in layers})
         outputs = probe(np.asarray(x, dtype=dtype), training=False)
-        return [_numpy(y, dtype) for y in outputs]
+        return [_numpy(outputs[layer.name], dtype) for layer in layers]
 
     def gradients(
         self, model: keras.Model, spec: Spec, x: np.ndarray, r: np.ndarray
@@ -107,7 +113,7 @@ class KerasBackend(seqspec.Backend):
         weights = {id(v) for v in model.weights}
         # A model's variables that are not weights are the dropout layers' seed-generator states.
         seed_states = [v for v in model.variables if id(v) not in weights]
-        state = [(v, keras.ops.convert_to_numpy(v.value)) for v in model.non_trainable_weights + seed_states]
+        state = [(v, v.numpy()) for v in model.non_trainable_weights + seed_states]
         rng = np.random.default_rng(seed)
         for v in seed_states:
             v.assign(np.array([rng.integers(0, 2**31 - 1), 0], dtype=keras.backend.standardize_dtype(v.dtype)))

@@ -237,10 +237,15 @@ BUILDERS: dict[type, Callable[..., keras.layers.Layer]] = {
 }
 
 
+def layer_name(index: int) -> str:
+    """The Keras name of spec layer `index`, the prefix of its canonical arrays without the dot."""
+    return f"layers.{index}"
+
+
 def build_model(spec: s.Spec) -> keras.Model:
     """The functional keras.Model of `spec`: keras.Input then one Keras layer per spec layer, named `layers.{i}`."""
     x = inputs = keras.Input(shape=tuple(spec.input.shape), dtype=spec.dtype, name="input")
     for i, node in enumerate(spec.layers):
-        site = Site(f"layers.{i}", spec, ("layers", i))
+        site = Site(layer_name(i), spec, ("layers", i))
         x = BUILDERS[type(node)](node, site)(x)
     return keras.Model(inputs, x, name=spec.name)

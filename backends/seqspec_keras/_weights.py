@@ -18,6 +18,8 @@ import seqspec
 from seqspec import _spec as s
 from seqspec._weights import arrays
 
+from ._builders import layer_name
+
 # Keras's gate order inside its concatenated kernels, and the canonical name of each gate.
 KERAS_LSTM_GATES = ("i", "f", "c", "o")
 KERAS_GRU_GATES = ("z", "r", "h")
@@ -223,7 +225,7 @@ def model_bindings(model: keras.Model, spec: s.Spec) -> list[Binding]:
     """Every Binding of the model, layer by layer (top-level Keras layer `layers.{i}` is spec layer i)."""
     out: list[Binding] = []
     for i, node in enumerate(spec.layers):
-        out += WEIGHT_MAPS[type(node)](model.get_layer(f"layers.{i}"), node, f"layers.{i}.")
+        out += WEIGHT_MAPS[type(node)](model.get_layer(layer_name(i)), node, layer_name(i) + ".")
     # A mapping that forgot a variable would let two backends silently differ.
     if sorted(id(b.variable) for b in out) != sorted(id(v) for v in model.weights):
         raise RuntimeError(
@@ -237,8 +239,7 @@ def get_weights(model: keras.Model, spec: s.Spec) -> dict[str, np.ndarray]:
     """Every canonical array, in the order of seqspec.layout(spec), as NumPy in spec.dtype."""
     found: dict[str, np.ndarray] = {}
     for binding in model_bindings(model, spec):
-        value = keras.ops.convert_to_numpy(binding.variable.value)
-        found.update(binding.split(value.astype(spec.dtype, copy=False)))
+        found.update(binding.split(np.asarray(binding.variable.numpy()).astype(spec.dtype, copy=False)))
     return {name: np.ascontiguousarray(found[name]) for name in seqspec.layout(spec)}
 
 

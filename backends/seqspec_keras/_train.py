@@ -1,0 +1,123 @@
+"""Training with Keras's own `fit`, to the semantics of seqspec._train.Plan (batch order, optimizers, early stopping)."""
+
+from __future__ import annotations
+
+import time
+
+import keras
+import numpy as np
+from keras import ops
+
+from seqspec import _spec as s
+from seqspec._data import Split
+from seqspec._train import Plan
+
+EVAL_BATCH = 1024  # validation batch size: only speed depends on it, the mean is over every value
+
+
+def last_time_step_mse(y_true, y_pred):
+    """Per-series mse of the last output step (plain per-series mse when the output has no time axis)."""
+    if len(y_pred.shape) == 3:
+        y_true, y_pred = y_true[:, -1], y_pred[:, -1]
+    return ops.mean(ops.square(y_true - y_pred), axis=-1)
+
+
+def make_metric(name: str) -> keras.metrics.Metric:
+    if name == "mse":
+        return keras.metrics.MeanSquaredError(name="mse")
+    if name == "mae":
+        return keras.metrics.MeanAbsoluteError(name="mae")
+    return keras.metrics.MeanMetricWrapper(last_time_step_mse, name="last_time_step_mse")
+
+
+def make_loss(name: str) -> keras.losses.Loss:
+    return keras.losses.MeanSquaredError() if name == "mse" else keras.losses.MeanAbsoluteError()
+
+
+def make_optimizer(opt: s.Optimizer) -> keras.optimizers.Optimizer:
+    """Keras's optimizer with the hyperparameters seqspec promises on every backend (Keras's defaults)."""
+    common = {"learning_rate": opt.learning_rate, "clipnorm": opt.clipnorm}
+    if opt.type == "adam":
+        return keras.optimizers.Adam(beta_1=0.9, beta_2=0.999, epsilon=1e-7, **common)
+    if opt.type == "rmsprop":
+        return keras.optimizers.RMSprop(rho=0.9, momentum=opt.momentum, epsilon=1e-7, **common)
+    return keras.optimizers.SGD(momentum=opt.momentum, nesterov=False, **common)
+
+
+def compile_model(model: keras.Model, plan: Plan) -> None:
+    model.compile(
+        optimizer=make_optimizer(plan.optimizer),
+        loss=make_loss(plan.loss),
+        metrics=[make_metric(m) for m in plan.metrics],
+        jit_compile=False,  # XLA compiles each RNN for minutes on CPU and gains nothing on these small models
+    )
+
+
+class Batches(keras.utils.PyDataset):
+    """The training series in batches, in the plan's order for each epoch (the same order as the torch backend)."""
+
+    def __init__(self, split: Split, plan: Plan):
+        super().__init__(workers=1, use_multiprocessing=False)
+        self.x, self.y, self.plan = split.x, split.y, plan
+        self.epoch = 0
+        self.order = plan.order(len(split.x), 0)
+
+    def __len__(self) -> int:
+        return self.plan.batches(len(self.x))
+
+    def __getitem__(self, i: int):
+        bs = self.plan.batch_size
+        idx = self.order[i * bs : (i + 1) * bs]
+        return self.x[idx], self.y[idx]
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self.order = self.plan.order(len(self.x), self.epoch)
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Wall time of every epoch, training and validation together."""
+
+    def __init__(self):
+        super().__init__()
+        self.times: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.times.append(time.perf_counter() - self._start)
+
+
+def fit(spec: s.Spec, model: keras.Model, plan: Plan, train: Split, validation: Split) -> list[dict]:
+    """Train `model` in place with keras.Model.fit (progress printed one line per epoch); returns per-epoch records
+    {epoch, loss, <metric>..., val_loss, val_<metric>..., time_s}."""
+    keras.utils.set_random_seed(plan.seed)  # dropout masks
+    compile_model(model, plan)
+    timer = EpochTimer()
+    callbacks: list[keras.callbacks.Callback] = [timer]
+    if plan.early_stopping is not None:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=plan.early_stopping.patience, restore_best_weights=plan.early_stopping.restore_best_weights
+            )
+        )
+    history = model.fit(
+        Batches(train, plan),
+        epochs=plan.epochs,
+        validation_data=(validation.x, validation.y),
+        validation_batch_size=EVAL_BATCH,
+        shuffle=False,  # the batches come in the plan's order already
+        callbacks=callbacks,
+        verbose=2,
+    )
+    h = history.history
+    keys = ["loss", *plan.metrics]
+    records = []
+    for i, t in enumerate(timer.times):
+        record = {"epoch": i + 1}
+        record.update({k: float(h[k][i]) for k in keys})
+        record.update({f"val_{k}": float(h[f"val_{k}"][i]) for k in keys})
+        record["time_s"] = t
+        records.append(record)
+    return records
