@@ -216,7 +216,7 @@ def test_input_dropout_mask_is_one_per_sequence(kind):
     # model's on zeros) or doubles it (rate 0.5); a mask per step, or elementwise dropout, would
     # give a mixture that is neither.
     spec, model = _one_layer({"type": kind, "dropout": 0.5}, 3, 1)
-    x = np.repeat(_x((16, 6, 1)), 1, axis=0)
+    x = _x((16, 6, 1))
     y = backend.training_output(model, x, seed=1)
     dropped, doubled = backend.predict(model, 0 * x), backend.predict(model, 2 * x)
     is_dropped = np.max(np.abs(y - dropped), axis=(1, 2)) <= 1e-12
