@@ -22,16 +22,17 @@ def last_time_step_mse(y_true, y_pred):
     return ops.mean(ops.square(y_true - y_pred), axis=-1)
 
 
-def make_metric(name: str) -> keras.metrics.Metric:
+def make_metric(name: str, dtype: str) -> keras.metrics.Metric:
     if name == "mse":
-        return keras.metrics.MeanSquaredError(name="mse")
+        return keras.metrics.MeanSquaredError(name="mse", dtype=dtype)
     if name == "mae":
-        return keras.metrics.MeanAbsoluteError(name="mae")
-    return keras.metrics.MeanMetricWrapper(last_time_step_mse, name="last_time_step_mse")
+        return keras.metrics.MeanAbsoluteError(name="mae", dtype=dtype)
+    return keras.metrics.MeanMetricWrapper(last_time_step_mse, name="last_time_step_mse", dtype=dtype)
 
 
-def make_loss(name: str) -> keras.losses.Loss:
-    return keras.losses.MeanSquaredError() if name == "mse" else keras.losses.MeanAbsoluteError()
+def make_loss(name: str, dtype: str) -> keras.losses.Loss:
+    """The loss in the model's dtype: Keras losses otherwise compute in floatx (float32), even for a float64 model."""
+    return keras.losses.MeanSquaredError(dtype=dtype) if name == "mse" else keras.losses.MeanAbsoluteError(dtype=dtype)
 
 
 def make_optimizer(opt: s.Optimizer) -> keras.optimizers.Optimizer:
@@ -44,11 +45,11 @@ def make_optimizer(opt: s.Optimizer) -> keras.optimizers.Optimizer:
     return keras.optimizers.SGD(momentum=opt.momentum, nesterov=False, **common)
 
 
-def compile_model(model: keras.Model, plan: Plan) -> None:
+def compile_model(model: keras.Model, spec: s.Spec, plan: Plan) -> None:
     model.compile(
         optimizer=make_optimizer(plan.optimizer),
-        loss=make_loss(plan.loss),
-        metrics=[make_metric(m) for m in plan.metrics],
+        loss=make_loss(plan.loss, spec.dtype),
+        metrics=[make_metric(m, spec.dtype) for m in plan.metrics],
         jit_compile=False,  # XLA compiles each RNN for minutes on CPU and gains nothing on these small models
     )
 
@@ -93,7 +94,7 @@ def fit(spec: s.Spec, model: keras.Model, plan: Plan, train: Split, validation: 
     """Train `model` in place with keras.Model.fit (progress printed one line per epoch); returns per-epoch records
     {epoch, loss, <metric>..., val_loss, val_<metric>..., time_s}."""
     keras.utils.set_random_seed(plan.seed)  # dropout masks
-    compile_model(model, plan)
+    compile_model(model, spec, plan)
     timer = EpochTimer()
     callbacks: list[keras.callbacks.Callback] = [timer]
     if plan.early_stopping is not None:

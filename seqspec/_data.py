@@ -1,0 +1,336 @@
+"""Training data for `seqspec train`: synthetic, CSV and .npy series, split and turned into inputs and targets.
+
+Every source yields windows of `steps + horizon` values, [n, steps + horizon, features], per split
+(train, validation, test); `make_targets` cuts them into the model's input and the target its
+`target.kind` asks for, aligned to the model's output steps through the core's time map. NumPy
+only: no framework is imported here.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from . import _spec as s
+from ._errors import DataError, SpecError
+from ._shapes import ModelInfo, ShapeError, format_shape, infer
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Windows of one series source, each [n, steps + horizon, features], per split; `origin` says where they came from."""
+
+    train: np.ndarray
+    validation: np.ndarray
+    test: np.ndarray
+    steps: int
+    origin: str
+
+    def split(self, name: str) -> np.ndarray:
+        return {"train": self.train, "validation": self.validation, "test": self.test}[name]
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split as the model sees it: inputs x [n, steps, features] and targets y (see make_targets)."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+
+@dataclass(frozen=True)
+class Targets:
+    """How targets line up with the model: `aligned[j]` is the input step that output step j forecasts from
+    (seq2seq only; None otherwise), `horizon` values ahead of it, of `features` each."""
+
+    kind: str
+    horizon: int
+    features: int
+    aligned: Optional[tuple[int, ...]]
+
+    def future(self, y: np.ndarray) -> np.ndarray:
+        """The values forecast from the last aligned step (the window's end for next/horizon), [n, horizon, features]."""
+        last = y[:, -1] if self.kind == "seq2seq" else y
+        return last.reshape(len(y), self.horizon, self.features)
+
+    @property
+    def origin(self) -> Optional[int]:
+        """The input step of the last forecast (None: the window's last step)."""
+        return None if self.aligned is None else self.aligned[-1]
+
+
+def _horizon(train: s.Train) -> int:
+    return 1 if train.target.kind == "next" else train.target.horizon
+
+
+def _where(spec: s.Spec, *path) -> str:
+    return spec.where("train", *path)
+
+
+def data_path(spec: s.Spec, path: str) -> Path:
+    """A data file's path: absolute as written, else relative to the spec file's folder (the working folder for a spec from text)."""
+    p = Path(path).expanduser()
+    if p.is_absolute() or spec._source is None:
+        return p
+    base = Path(spec._source.name).parent
+    return base / p if base.is_dir() else p
+
+
+# --- sources ---------------------------------------------------------------------------------
+
+
+def synthetic_series(series: int, length: int, seed: int, dtype: str = "float32") -> np.ndarray:
+    """The textbook's series, [series, length, 1]: for t in linspace(0, 1, length),
+    0.5 sin((t - a1)(10 f1 + 10)) + 0.2 sin((t - a2)(20 f2 + 20)) + 0.1 e.
+
+    Drawn from numpy.random.default_rng(seed) in this order: f1, f2, a1, a2 (each [series, 1],
+    uniform in [0, 1)), then the noise e (uniform in [-0.5, 0.5)), [series, length].
+    """
+    rng = np.random.default_rng(seed)
+    f1, f2, a1, a2 = rng.random((4, series, 1))
+    t = np.linspace(0.0, 1.0, length)
+    out = 0.5 * np.sin((t - a1) * (f1 * 10 + 10))
+    out += 0.2 * np.sin((t - a2) * (f2 * 20 + 20))
+    out += 0.1 * (rng.random((series, length)) - 0.5)
+    return out[..., np.newaxis].astype(dtype)
+
+
+def _synthetic(spec: s.Spec, data: s.SyntheticData, horizon: int) -> Windows:
+    n_train, n_val, n_test = data.split
+    if n_train < 1 or n_val < 1:
+        raise SpecError(f"{_where(spec, 'data', 'split')}: train.data.split: train and validation need at least one series each, got {data.split}")
+    if n_train + n_val + n_test > data.series:
+        raise SpecError(
+            f"{_where(spec, 'data', 'split')}: train.data.split: {data.split} adds up to {n_train + n_val + n_test} series, more than the {data.series} of data.series"
+        )
+    series = synthetic_series(data.series, data.steps + horizon, data.seed, spec.dtype)
+    a, b = n_train, n_train + n_val
+    return Windows(series[:a], series[a:b], series[b : b + n_test], data.steps, f"synthetic series (seed {data.seed})")
+
+
+def _fractions(spec: s.Spec, split: list[float], n: int, what: str, path: Path) -> tuple[int, int, int]:
+    """Ends of the train, validation and test parts of n items split in order by fractions."""
+    if sum(split) > 1.0 + 1e-9:
+        raise SpecError(f"{_where(spec, 'data', 'split')}: train.data.split: fractions {split} add up to more than 1")
+    a = int(round(n * split[0]))
+    b = int(round(n * (split[0] + split[1])))
+    end = int(round(n * sum(split)))
+    if not 0 < a < b < end:
+        raise DataError(f"{path}: {n} {what} are too few to split {split} into non-empty train, validation and test parts")
+    return a, b, end
+
+
+def _read_csv(path: Path, columns: list[str], dtype: str) -> np.ndarray:
+    """The named columns of a CSV file with a header row, [rows, len(columns)]; one-line DataError on any problem."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such data file" if not path.exists() else f"{path}: not a file")
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header is None or not any(cell.strip() for cell in header):
+                raise DataError(f"{path}: empty CSV file, expected a header row naming the columns")
+            names = [h.strip() for h in header]
+            missing = [c for c in columns if c not in names]
+            if missing:
+                raise DataError(f"{path}: no column {missing[0]!r} in the header (columns: {', '.join(names)})")
+            index = [names.index(c) for c in columns]
+            rows = []
+            for row in reader:
+                if not row or not any(cell.strip() for cell in row):
+                    continue  # blank lines, as spreadsheets leave at the end
+                values = []
+                for c, i in zip(columns, index):
+                    cell = row[i].strip() if i < len(row) else ""
+                    try:
+                        value = float(cell)
+                    except ValueError:
+                        shown = cell if len(cell) <= 20 else cell[:20] + "..."
+                        raise DataError(f"{path}: line {reader.line_num}, column {c!r}: {shown!r} is not a number") from None
+                    if not math.isfinite(value):
+                        raise DataError(f"{path}: line {reader.line_num}, column {c!r}: {cell!r} is not a finite number")
+                    values.append(value)
+                rows.append(values)
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a UTF-8 text CSV file") from None
+    except csv.Error as e:
+        raise DataError(f"{path}: malformed CSV: {e}") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the file: {e.strerror or e}") from None
+    if not rows:
+        raise DataError(f"{path}: no data rows after the header")
+    return np.asarray(rows, dtype=dtype)
+
+
+def _cut(series: np.ndarray, length: int, stride: int) -> np.ndarray:
+    """Windows of `length` rows every `stride` rows of a [rows, features] series, [n, length, features]."""
+    starts = np.arange(0, len(series) - length + 1, stride)
+    return np.stack([series[i : i + length] for i in starts]) if len(starts) else np.empty((0, length, series.shape[1]), series.dtype)
+
+
+def _csv(spec: s.Spec, data: s.CSVData, horizon: int) -> Windows:
+    path = data_path(spec, data.path)
+    series = _read_csv(path, data.columns, spec.dtype)
+    length = data.steps + horizon
+    # Split the series itself in time order, then cut each part: no window crosses a boundary,
+    # so no validation target was ever seen in training.
+    a, b, end = _fractions(spec, data.split, len(series), "rows", path)
+    parts = [series[:a], series[a:b], series[b:end]]
+    windows = [_cut(part, length, data.stride) for part in parts]
+    for name, part, w in zip(SPLITS, parts, windows):
+        if len(w) == 0:
+            raise DataError(
+                f"{path}: the {name} part has {len(part)} rows, fewer than the {length} one window needs (steps {data.steps} + horizon {horizon})"
+            )
+    return Windows(*windows, data.steps, f"{path} ({len(series)} rows, columns {', '.join(data.columns)})")
+
+
+def _npy(spec: s.Spec, data: s.NpyData, horizon: int) -> Windows:
+    path = data_path(spec, data.path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such data file" if not path.exists() else f"{path}: not a file")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(f"{path}: not a readable .npy array: {first}") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the file: {e.strerror or e}") from None
+    if not isinstance(array, np.ndarray):
+        raise DataError(f"{path}: holds an archive of several arrays, expected one .npy array [series, time, features]")
+    if array.ndim == 2:
+        array = array[..., np.newaxis]  # [series, time]: one feature
+    if array.ndim != 3:
+        raise DataError(f"{path}: array of shape {list(array.shape)}, expected [series, time, features]")
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise DataError(f"{path}: array of dtype {array.dtype}, expected numbers")
+    steps = data.steps if data.steps is not None else array.shape[1] - horizon
+    if steps < 1 or array.shape[1] < steps + horizon:
+        raise DataError(f"{path}: series of {array.shape[1]} time steps are shorter than steps + horizon = {max(steps, 1) + horizon}")
+    array = array[:, : steps + horizon].astype(spec.dtype)
+    if not np.all(np.isfinite(array)):
+        raise DataError(f"{path}: the array holds NaN or infinite values")
+    a, b, end = _fractions(spec, data.split, len(array), "series", path)
+    return Windows(array[:a], array[a:b], array[b:end], steps, f"{path} ({len(array)} series of {array.shape[1]} steps)")
+
+
+def load_windows(spec: s.Spec) -> Windows:
+    """The windows of the spec's `train.data`, each steps + horizon long, split in order.
+
+    Raises DataError (one line, naming the file and the problem) for a missing or malformed data
+    file, SpecError for a `train:` section that cannot describe valid data.
+    """
+    train = spec.train
+    if train is None:
+        raise SpecError(f"{spec.where()}: the spec has no train: section, so seqspec train does not know its data or target")
+    if len(spec.input.shape) != 2:
+        raise SpecError(f"{spec.where('input', 'shape')}: input.shape: training on series needs a sequence input [time_steps, features]")
+    horizon = _horizon(train)
+    data = train.data
+    if data.source == "synthetic":
+        windows = _synthetic(spec, data, horizon)
+    elif data.source == "csv":
+        windows = _csv(spec, data, horizon)
+    else:
+        windows = _npy(spec, data, horizon)
+    features = windows.train.shape[2]
+    want_steps, want_features = spec.input.shape
+    if want_features != features:
+        raise DataError(f"{windows.origin}: the data has {features} feature(s) per step, the spec's input.shape asks for {want_features}")
+    if want_steps is not None and want_steps != windows.steps:
+        raise SpecError(
+            f"{spec.where('input', 'shape')}: input.shape: {want_steps} time steps, but train.data cuts windows of {windows.steps} steps"
+        )
+    return windows
+
+
+# --- targets ---------------------------------------------------------------------------------
+
+
+def model_info(spec: s.Spec, steps: int) -> ModelInfo:
+    """The core's view of the model on inputs of exactly `steps` steps (fixes 'same'-padding alignment)."""
+    fixed = spec.model_copy(update={"input": s.Input(shape=[steps, spec.input.shape[-1]])})
+    try:
+        return infer(fixed)
+    except ShapeError as e:
+        raise SpecError(f"{spec.where('layers', e.index or 0)}: on windows of {steps} steps: {e.message}") from None
+
+
+def plan_targets(spec: s.Spec, steps: int, features: int) -> Targets:
+    """How the targets of `spec.train.target` line up with the model's output, checked against its shape.
+
+    next: y [n, features], the values after the window. horizon: y [n, horizon * features], the
+    `horizon` values after the window, step-major (y[:, k * features + f] = series[steps + k, f]).
+    seq2seq: y [n, T_out, horizon * features] with y[:, j, k * features + f] = series[a_j + 1 + k, f],
+    a_j = the core's time_map.last_input_step(j): output step j forecasts from the last input step
+    it sees, so convolutions that shorten or stride the sequence need no hand cropping.
+    """
+    target = spec.train.target
+    horizon = _horizon(spec.train)
+    if target.kind == "next" and target.horizon != 1:
+        raise SpecError(f"{_where(spec, 'target', 'horizon')}: train.target.horizon: kind next forecasts 1 value; use kind horizon for {target.horizon}")
+    info = model_info(spec, steps)
+    out = info.output_shape
+    width = horizon * features
+    if target.kind == "seq2seq":
+        tmap = info.time_map
+        if len(out) != 3 or tmap is None:
+            raise SpecError(
+                f"{_where(spec, 'target', 'kind')}: train.target.kind: seq2seq needs an output sequence aligned to the input, "
+                f"but the model's output is {format_shape(out)}"
+            )
+        aligned = tuple(tmap.last_input_step(j) for j in range(info.output_length(steps)))
+        expected = (None, len(aligned), width)
+    else:
+        aligned = None
+        expected = (None, width)
+    if tuple(out) != expected:
+        what = {"next": "the next value", "horizon": f"the next {horizon} values", "seq2seq": f"the next {horizon} values at every output step"}
+        raise SpecError(
+            f"{_where(spec, 'target', 'kind')}: train.target: {what[target.kind]} of {features} feature(s) is a target "
+            f"{format_shape(expected)}, but the model's output is {format_shape(out)}"
+        )
+    return Targets(target.kind, horizon, features, aligned)
+
+
+def make_split(windows: np.ndarray, steps: int, targets: Targets) -> Split:
+    """Inputs [n, steps, features] and targets (see plan_targets) of windows [n, steps + horizon, features]."""
+    n, _, f = windows.shape
+    x = windows[:, :steps]
+    h = targets.horizon
+    if targets.kind == "seq2seq":
+        ahead = np.asarray(targets.aligned)[:, None] + 1 + np.arange(h)[None, :]  # [T_out, horizon]
+        y = windows[:, ahead].reshape(n, len(targets.aligned), h * f)
+    else:
+        y = windows[:, steps : steps + h].reshape(n, h * f)
+    return Split(np.ascontiguousarray(x), np.ascontiguousarray(y))
+
+
+def naive_forecast(x: np.ndarray, targets: Targets) -> np.ndarray:
+    """The naive baseline, shaped like the targets: every forecast repeats the last input value it sees."""
+    if targets.kind == "seq2seq":
+        last = x[:, list(targets.aligned)]  # [n, T_out, features]
+    else:
+        last = x[:, -1]  # [n, features]
+    return np.tile(last, targets.horizon)
+
+
+# --- losses and metrics, for the final report (each backend computes its own during training) ---
+
+
+def score(name: str, y: np.ndarray, pred: np.ndarray) -> float:
+    """mse, mae, or last_time_step_mse (the mse of the last output step; plain mse without a time axis)."""
+    y64, p64 = np.asarray(y, np.float64), np.asarray(pred, np.float64)
+    if name == "last_time_step_mse":
+        if y64.ndim == 3:
+            y64, p64 = y64[:, -1], p64[:, -1]
+        name = "mse"
+    err = p64 - y64
+    return float(np.mean(np.square(err)) if name == "mse" else np.mean(np.abs(err)))
