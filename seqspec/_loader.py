@@ -62,6 +62,11 @@ def field_path(path: Path_) -> str:
     return out
 
 
+# YAML 1.1 (PyYAML) reads `1e-5` as a string because it wants a dot; YAML 1.2 and every user
+# read it as a number. Plain (unquoted) scalars of this form are floats here.
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+
+
 class _Limit(Exception):
     def __init__(self, node: yaml.Node, message: str):
         self.node, self.message = node, message
@@ -109,6 +114,8 @@ class _Builder:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, path + (i,), depth + 1) for i, item in enumerate(node.value)]
+        if node.tag == "tag:yaml.org,2002:str" and not node.style and _EXPONENT_FLOAT.match(node.value):
+            return float(node.value)
         return self.constructor.construct_object(node, deep=True)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, PrivateAttr, ValidationError, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, PrivateAttr, model_validator, ValidationError, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 FORMAT_VERSION = 1
@@ -267,6 +267,17 @@ class Conv1D(_Node):
     dilation_rate: Positive = 1
     activation: Activation = "linear"
     use_bias: bool = True
+
+    @model_validator(mode="after")
+    def _stride_or_dilation(self):
+        # Keras refuses the combination; seqspec promises the same function on every backend.
+        if self.strides > 1 and self.dilation_rate > 1:
+            raise PydanticCustomError(
+                "stride_and_dilation",
+                "{msg}",
+                {"msg": f"strides {self.strides} with dilation_rate {self.dilation_rate}: a convolution may be strided or dilated, not both (Keras refuses it)"},
+            )
+        return self
 
 
 class _Pool(_Node):

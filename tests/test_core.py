@@ -146,3 +146,18 @@ def test_example_specs_validate_against_the_json_schema():
     schema = json.loads((ROOT / "schema" / "seqspec-1.schema.json").read_text())
     for path in EXAMPLES:
         jsonschema.validate(yaml.safe_load(path.read_text()), schema)
+
+
+def test_exponent_floats_are_numbers_but_quoted_ones_are_strings():
+    text = "seqspec: 1\nname: x\ninput: {shape: [null, 1]}\nlayers:\n  - {type: layer_norm, epsilon: %s}\n"
+    assert seqspec.load(text % "1e-5").layers[0].epsilon == 1e-5
+    assert seqspec.load(text % "2.5E-3").layers[0].epsilon == 2.5e-3
+    with pytest.raises(seqspec.SpecError, match="must be a number, got the string '1e-5'"):
+        seqspec.load(text % '"1e-5"')
+
+
+def test_strided_dilated_convolution_is_refused_with_its_place():
+    text = "seqspec: 1\nname: x\ninput: {shape: [null, 1]}\nlayers:\n  - {type: conv1d, filters: 2, kernel_size: 2, strides: 2, dilation_rate: 3}\n"
+    with pytest.raises(seqspec.SpecError) as e:
+        seqspec.load(text)
+    assert str(e.value).startswith("<string>:5:5: layers[0]: strides 2 with dilation_rate 3")
