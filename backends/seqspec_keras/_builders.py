@@ -9,6 +9,7 @@ import keras
 
 import seqspec
 from seqspec import _spec as s
+from seqspec._loader import field_path
 
 from ._layers import LNSimpleRNNCell, PeepholeLSTMCell, WaveNet, keras_activation
 
@@ -35,9 +36,8 @@ class Site:
 
     def unsupported(self, key: str, why: str) -> seqspec.BackendError:
         """The error for a key this backend cannot honour exactly, located at the key in the file."""
-        field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in self.path + (key,)).lstrip(".")
-        where = self.spec.where(*self.path, key)
-        return seqspec.BackendError(f"{where}: {field}: the {BACKEND_NAME} backend {why}")
+        path = self.path + (key,)
+        return seqspec.BackendError(f"{self.spec.where(*path)}: {field_path(path)}: the {BACKEND_NAME} backend {why}")
 
 
 # --- recurrent cells ---------------------------------------------------------------------------
