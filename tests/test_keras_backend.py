@@ -359,13 +359,18 @@ def test_a_key_keras_cannot_honour_is_a_located_backend_error():
         name: strided_dilated
         input: {shape: [null, 2]}
         layers:
-          - {type: conv1d, filters: 2, kernel_size: 2, strides: 2, dilation_rate: 2}
+          - {type: conv1d, filters: 2, kernel_size: 2, strides: 2, padding: same}
         """
     )
     spec = seqspec.load(source)
+    # The loader refuses strides with dilation; a spec copied past validation (model_copy does
+    # not validate) must still be refused by the backend, not compiled to something else.
+    layer = spec.layers[0].model_copy(update={"dilation_rate": 2})
+    bad = spec.model_copy(update={"layers": [layer]})
+    bad._source = spec._source
     with pytest.raises(seqspec.BackendError, match=r"layers\[0\]\.strides: the keras backend cannot combine strides > 1 with dilation_rate > 1") as e:
-        BACKEND.build(spec)
-    assert ":5:" in str(e.value)
+        BACKEND.build(bad)
+    assert "<string>:5:" in str(e.value)
 
 
 # --- weights -------------------------------------------------------------------------------------
