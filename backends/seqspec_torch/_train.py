@@ -8,7 +8,6 @@ own rules, written with torch's multi-tensor (_foreach) kernels.
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from typing import Callable, Optional
@@ -130,8 +129,10 @@ def loss_fn(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
 
 
 def default_threads() -> int:
-    """Intra-op threads: these models are small, so more than a few threads only adds overhead."""
-    return max(1, min(4, os.cpu_count() or 1))
+    """Intra-op threads: one. A batch of 32 through 20 units is too small to split; on a shared
+    2-core machine two threads made a seq2seq SimpleRNN step 8x slower (11 ms -> 87 ms per batch),
+    and never more than 1.3x faster (benchmarks/textbook_table.py records the epoch times)."""
+    return 1
 
 
 def evaluate(model: nn.Module, split: Split, names: tuple[str, ...]) -> dict[str, float]:
