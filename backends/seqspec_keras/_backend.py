@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import weakref
 from typing import Optional
 
 import keras
@@ -36,6 +37,18 @@ def _numpy(value, dtype: str) -> np.ndarray:
 def _top_layers(model: keras.Model) -> list[keras.layers.Layer]:
     """The Keras layers of the spec's layers, in order (the functional graph minus its input)."""
     return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+
+
+_COMPILED: "weakref.WeakKeyDictionary[keras.Model, dict]" = weakref.WeakKeyDictionary()
+
+
+def _compiled(model: keras.Model, training: bool):
+    """model(x, training=...) as a tf.function traced once for any batch size and length."""
+    per_model = _COMPILED.setdefault(model, {})
+    if training not in per_model:
+        spec = tf.TensorSpec([None] * len(model.inputs[0].shape), model.inputs[0].dtype)
+        per_model[training] = tf.function(lambda x: model(x, training=training), input_signature=[spec])
+    return per_model[training]
 
 
 class KerasBackend(seqspec.Backend):
@@ -71,9 +84,11 @@ class KerasBackend(seqspec.Backend):
         return count(model.trainable_weights), count(model.non_trainable_weights)
 
     def predict(self, model: keras.Model, x: np.ndarray) -> np.ndarray:
-        """The output for x ([batch, time, features] or [batch, features]) in inference mode."""
+        """The output for x ([batch, time, features] or [batch, features]) in inference mode,
+        through one tf.function per model that accepts any batch size and length (an eager
+        Keras RNN runs its time loop in Python, about 5 ms a step)."""
         dtype = _input_dtype(model)
-        return _numpy(model(np.asarray(x, dtype=dtype), training=False), dtype)
+        return _numpy(_compiled(model, False)(tf.convert_to_tensor(np.asarray(x, dtype=dtype))), dtype)
 
     def layer_outputs(self, model: keras.Model, x: np.ndarray) -> list[np.ndarray]:
         """Every spec layer's output for x, in inference mode, in order."""
@@ -119,7 +134,7 @@ class KerasBackend(seqspec.Backend):
             v.assign(np.array([rng.integers(0, 2**31 - 1), 0], dtype=keras.backend.standardize_dtype(v.dtype)))
         try:
             dtype = _input_dtype(model)
-            return _numpy(model(np.asarray(x, dtype=dtype), training=True), dtype)
+            return _numpy(_compiled(model, True)(tf.convert_to_tensor(np.asarray(x, dtype=dtype))), dtype)
         finally:
             for v, value in state:
                 v.assign(value)

@@ -125,8 +125,14 @@ def dense(node: s.Dense, site: Site):
 
 
 def time_distributed(node: s.TimeDistributed, site: Site):
-    inner = BUILDERS[type(node.layer)](node.layer, site.nested("layer"))
-    return keras.layers.TimeDistributed(inner, dtype=site.dtype, name=site.name)
+    """The per-step layer itself, which Keras applies to the last axis of every step.
+
+    Not keras.layers.TimeDistributed: in Keras 3.15, inside a tf.function whose input shape is
+    unknown (predict, fit), it mixes the batch and time axes (measured: an input of shape
+    (3, 7, 4) through TimeDistributed(Dense(3)) came out (3, 3, 3)). Dense, Activation and
+    Dropout, the only layers the spec lets it wrap, compute the same function without it.
+    """
+    return BUILDERS[type(node.layer)](node.layer, Site(site.name, site.spec, site.path + ("layer",)))
 
 
 def flatten(node: s.Flatten, site: Site):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+from keras import ops
 from keras import activations, initializers, ops
 
 # Keras's RNN layer creates one dropout mask per sequence (and clears it after) only for cells
@@ -13,6 +14,7 @@ from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
 import seqspec
 
 PACKAGE = "seqspec"
+WIDE = "float64"  # the dtype of the ln_simple_rnn recurrence (see LNSimpleRNNCell.call)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -26,7 +28,8 @@ class LeakyReLU:
         self.negative_slope = float(negative_slope)
 
     def __call__(self, x):
-        return activations.leaky_relu(x, negative_slope=self.negative_slope)
+        # Not activations.leaky_relu: TensorFlow rounds its slope to float32, 1.5e-8 off in float64.
+        return ops.where(x >= 0, x, x * ops.cast(self.negative_slope, x.dtype))
 
     def get_config(self) -> dict:
         return {"negative_slope": self.negative_slope}
@@ -119,7 +122,7 @@ class LNSimpleRNNCell(_Cell):
     def __init__(self, units: int, epsilon: float = 0.001, **kwargs):
         super().__init__(units, **kwargs)
         self.epsilon = float(epsilon)
-        self.state_size = units
+        self.state_size = [units, units]  # hi and lo parts of the float64 state (see call)
         self.output_size = units
 
     def build(self, input_shape):
@@ -128,12 +131,25 @@ class LNSimpleRNNCell(_Cell):
         self.beta = self.add_weight(shape=(self.units,), name="beta", initializer="zeros")
 
     def call(self, inputs, states, training=False):
-        h_prev = states[0] if isinstance(states, (list, tuple)) else states
-        z = self._pre_activation(inputs, h_prev, training)
+        # The recurrence runs in float64 whatever the layer's dtype, as in the torch backend:
+        # layer normalisation divides by the spread of the pre-activations, which amplifies
+        # float32 rounding of the state over long sequences. keras.layers.RNN keeps states in
+        # the layer's dtype, so the float64 state travels as two parts, h = hi + lo (hi the
+        # state rounded to the layer's dtype, lo the rest), which hold about 48 bits of it.
+        hi, lo = states
+        h_prev = ops.cast(hi, WIDE) + ops.cast(lo, WIDE)
+        if training and 0.0 < self.dropout < 1.0:
+            inputs = inputs * self.get_dropout_mask(inputs)
+        if training and 0.0 < self.recurrent_dropout < 1.0:
+            h_prev = h_prev * ops.cast(self.get_recurrent_dropout_mask(hi), WIDE)
+        z = ops.matmul(ops.cast(inputs, WIDE), ops.cast(self.kernel, WIDE)) + ops.matmul(h_prev, ops.cast(self.recurrent_kernel, WIDE))
+        if self.bias is not None:
+            z = z + ops.cast(self.bias, WIDE)
         mean, variance = ops.moments(z, axes=[-1], keepdims=True)
-        z = (z - mean) * ops.rsqrt(variance + self.epsilon) * self.gamma + self.beta
-        y = self.activation(z)
-        return y, [y] if isinstance(states, (list, tuple)) else y
+        z = (z - mean) * ops.rsqrt(variance + self.epsilon) * ops.cast(self.gamma, WIDE) + ops.cast(self.beta, WIDE)
+        h = self.activation(z)
+        y = ops.cast(h, self.compute_dtype)
+        return y, [y, ops.cast(h - ops.cast(y, WIDE), self.compute_dtype)]
 
     def get_config(self) -> dict:
         return {**super().get_config(), "epsilon": self.epsilon}

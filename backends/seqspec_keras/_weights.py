@@ -155,8 +155,9 @@ def dense_map(layer, node: s.Dense, prefix: str) -> list[Binding]:
 
 
 def time_distributed_map(layer, node: s.TimeDistributed, prefix: str) -> list[Binding]:
-    """TimeDistributed: the wrapped .layer's arrays, under the same prefix."""
-    return WEIGHT_MAPS[type(node.layer)](layer.layer, node.layer, prefix)
+    """time_distributed: the per-step layer's arrays, under the same prefix (the builder uses the
+    per-step Keras layer itself, see _builders.time_distributed)."""
+    return WEIGHT_MAPS[type(node.layer)](layer, node.layer, prefix)
 
 
 def batch_norm_map(layer, node: s.BatchNorm, prefix: str) -> list[Binding]:

@@ -25,6 +25,11 @@ def _softplus(x: torch.Tensor) -> torch.Tensor:
     return F.relu(x) + torch.log1p(torch.exp(-x.abs()))
 
 
+def _hard_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    # Keras 3's relu6(x + 3) / 6, written out: F.hardsigmoid's float64 gradient is a float32 1/6.
+    return F.relu6(x + 3.0) / 6.0
+
+
 def _gelu(x: torch.Tensor) -> torch.Tensor:
     # Keras 3's gelu defaults to approximate=False: the erf form.
     return F.gelu(x, approximate="none")
@@ -41,7 +46,7 @@ _BY_NAME: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu": _gelu,
     "softplus": _softplus,
     "silu": F.silu,
-    "hard_sigmoid": F.hardsigmoid,  # relu6(x + 3) / 6, Keras 3's definition
+    "hard_sigmoid": _hard_sigmoid,
 }
 
 
