@@ -300,8 +300,12 @@ def write_outputs(out: Path, backend, model, spec: s.Spec, record: dict, prepare
         atomic_write(str(target), write, suffix=target.suffix)
         paths.append(target)
 
-    put("model" + backend.suffix, lambda tmp: backend.save(model, spec, tmp))
     weights = {k: np.ascontiguousarray(v) for k, v in backend.get_weights(model, spec).items()}
+    # Save a fresh build with the trained weights: the trained model also carries its training
+    # setup (Keras saves the compiled loss, metrics and optimizer, which load only where this
+    # module's metric is registered), and the saved model is the spec's model, nothing more.
+    clean = backend.build(spec, weights)
+    put("model" + backend.suffix, lambda tmp: backend.save(clean, spec, tmp))
     put("weights.safetensors", lambda tmp: save_file(weights, tmp, metadata={"spec": spec.name, "backend": backend.name}))
     put("metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2) + "\n"))
     put("learning_curves.png", lambda tmp: plot_learning_curves(tmp, record))

@@ -54,26 +54,16 @@ def compile_model(model: keras.Model, spec: s.Spec, plan: Plan) -> None:
     )
 
 
-class Batches(keras.utils.PyDataset):
-    """The training series in batches, in the plan's order for each epoch (the same order as the torch backend)."""
-
-    def __init__(self, split: Split, plan: Plan):
-        super().__init__(workers=1, use_multiprocessing=False)
-        self.x, self.y, self.plan = split.x, split.y, plan
-        self.epoch = 0
-        self.order = plan.order(len(split.x), 0)
-
-    def __len__(self) -> int:
-        return self.plan.batches(len(self.x))
-
-    def __getitem__(self, i: int):
-        bs = self.plan.batch_size
-        idx = self.order[i * bs : (i + 1) * bs]
-        return self.x[idx], self.y[idx]
-
-    def on_epoch_end(self) -> None:
-        self.epoch += 1
-        self.order = self.plan.order(len(self.x), self.epoch)
+def batches(split: Split, plan: Plan):
+    """Every epoch's batches of training series in the plan's order (the torch backend's order),
+    one epoch after the other. A generator, not a PyDataset: Keras reads a PyDataset ahead (a
+    whole extra pass before the first epoch), so its on_epoch_end cannot keep the epochs in step."""
+    n, bs = len(split.x), plan.batch_size
+    for epoch in range(plan.epochs):
+        order = plan.order(n, epoch)
+        for i in range(0, n, bs):
+            idx = order[i : i + bs]
+            yield split.x[idx], split.y[idx]
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -104,11 +94,11 @@ def fit(spec: s.Spec, model: keras.Model, plan: Plan, train: Split, validation: 
             )
         )
     history = model.fit(
-        Batches(train, plan),
+        batches(train, plan),
+        steps_per_epoch=plan.batches(len(train.x)),  # the generator runs on from one epoch to the next
         epochs=plan.epochs,
         validation_data=(validation.x, validation.y),
         validation_batch_size=EVAL_BATCH,
-        shuffle=False,  # the batches come in the plan's order already
         callbacks=callbacks,
         verbose=2,
     )
