@@ -46,7 +46,7 @@ def _compiled(model: keras.Model, training: bool):
     """model(x, training=...) as a tf.function traced once for any batch size and length."""
     per_model = _COMPILED.setdefault(model, {})
     if training not in per_model:
-        spec = tf.TensorSpec([None] * len(model.inputs[0].shape), model.inputs[0].dtype)
+        spec = tf.TensorSpec(model.inputs[0].shape, model.inputs[0].dtype)  # (None, time|None, features)
         per_model[training] = tf.function(lambda x: model(x, training=training), input_signature=[spec])
     return per_model[training]
 
