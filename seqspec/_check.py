@@ -80,7 +80,9 @@ def input_lengths(spec: Spec) -> list[Optional[int]]:
         return [None]
     if spec.input.shape[0] is not None:
         return [spec.input.shape[0]]
-    ok = [t for t in LENGTHS if _accepts(spec, t)]
+    # WaveNets exist for long receptive fields: feed them 2,000 steps.
+    lengths = LENGTHS[:-1] + (2000,) if any(layer.type == "wavenet" for layer in spec.layers) else LENGTHS
+    ok = [t for t in lengths if _accepts(spec, t)]
     if 1 not in ok:
         ok = sorted({next(t for t in range(1, 10_000) if _accepts(spec, t)), *ok})
     return ok

@@ -80,10 +80,25 @@ def _summary_json(spec, info) -> dict:
                 "non_trainable_params": li.non_trainable_params,
                 "receptive_field": None if li.time_map is None else li.time_map.receptive_field,
                 "stride": None if li.time_map is None else li.time_map.stride,
+                "time": _layer_time(li) or None,
             }
             for li in info.layers
         ],
     }
+
+
+def _sees(tmap) -> str:
+    """'2*j .. 2*j + 3': the input steps that output step j sees."""
+    if tmap.last is None:
+        return "steps that depend on T ('same' padding with a stride)"
+    if tmap.receptive_field is None:
+        return f"steps up to {_affine(tmap.stride, tmap.last)}"
+    return f"{_affine(tmap.stride, tmap.first)} .. {_affine(tmap.stride, tmap.last)}"
+
+
+def _affine(stride: int, offset: int) -> str:
+    j = "j" if stride == 1 else f"{stride}*j"
+    return j if offset == 0 else f"{j} {'+' if offset > 0 else '-'} {abs(offset)}"
 
 
 def _alignment(info) -> str:
@@ -91,16 +106,18 @@ def _alignment(info) -> str:
     if tmap is None:
         return "the output has no time axis aligned to the input"
     rf = "all earlier steps (recurrent)" if tmap.receptive_field is None else f"{tmap.receptive_field} steps"
-    if tmap.last is None:
-        seen = f"input steps up to {tmap.stride}*j + (depends on the input length)"
-    elif tmap.receptive_field is None:
-        seen = f"input steps up to {tmap.stride}*j + {tmap.last}" if tmap.last else f"input steps up to {tmap.stride}*j"
-    else:
-        first = tmap.first
-        lo = f"{tmap.stride}*j" + (f" {'+' if first >= 0 else '-'} {abs(first)}" if first else "")
-        hi = f"{tmap.stride}*j" + (f" + {tmap.last}" if tmap.last else "")
-        seen = f"input steps {lo} .. {hi}"
-    return f"output length {info.length_formula()}; receptive field {rf}; output step j sees {seen}"
+    return f"output length {info.length_formula()}; receptive field {rf}; output step j sees input {_sees(tmap)}"
+
+
+def _layer_time(li) -> str:
+    """The time column of the summary table: for layers that slide windows along time."""
+    if not li.windows:
+        return ""
+    length = "T"
+    for window in li.windows:
+        f = window.length_formula()
+        length = f if length == "T" else f.replace("T", f"({length})")
+    return f"T -> {length}; rf {li.time_map.receptive_field}; j sees {_sees(li.time_map)}"
 
 
 def cmd_summary(args) -> int:
@@ -109,10 +126,9 @@ def cmd_summary(args) -> int:
     if args.json:
         print(json.dumps(_summary_json(spec, info), indent=2))
         return EXIT_OK
-    rows = [("#", "layer", "output shape", "params", "receptive field")]
+    rows = [("#", "layer", "output shape", "params", "time")]
     for li in info.layers:
-        rf = "" if li.time_map is None or li.time_map.receptive_field in (None, 1) else str(li.time_map.receptive_field)
-        rows.append((str(li.index), li.type, format_shape(li.output_shape), f"{li.params:,}", rf))
+        rows.append((str(li.index), li.type, format_shape(li.output_shape), f"{li.params:,}", _layer_time(li)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     print(f"{spec.name}: input {format_shape(info.input_shape)}")
     for j, row in enumerate(rows):
