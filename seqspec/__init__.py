@@ -13,7 +13,7 @@ from ._spec import (
     activation_name,
     activation_slope,
 )
-from ._weights import initial_weights, layout
+from ._weights import initial_weights, layout, load_weights, save_weights
 
 __version__ = "0.1.0"
 
@@ -54,7 +54,9 @@ __all__ = [
     "initial_weights",
     "layout",
     "load",
+    "load_weights",
     "missing_nodes",
     "parse",
+    "save_weights",
     "summary",
 ]

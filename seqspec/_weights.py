@@ -194,3 +194,64 @@ def initial_weights(spec: s.Spec, seed: Optional[int] = None, dtype: Optional[st
                 value = groups[a.group][..., a.part * width : (a.part + 1) * width]
         out[a.name] = np.ascontiguousarray(value, dtype=dtype)
     return out
+
+
+def check_weights(spec: s.Spec, weights: dict, source: str = "weights") -> None:
+    """Raise SpecError unless `weights` has exactly the spec's canonical arrays with their shapes."""
+    from ._errors import SpecError
+
+    want = layout(spec)
+    missing = [n for n in want if n not in weights]
+    extra = [n for n in weights if n not in want]
+    wrong = [f"{n} is {tuple(weights[n].shape)}, the spec needs {want[n]}" for n in want if n in weights and tuple(weights[n].shape) != want[n]]
+    problems = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unexpected {', '.join(extra)}"] if extra else []) + wrong
+    if problems:
+        raise SpecError(f"{source}: does not fit spec {spec.name!r}: " + "; ".join(problems))
+
+
+def save_weights(weights: dict, path: str, spec: Optional[s.Spec] = None) -> None:
+    """Write canonical weights to a .safetensors file, atomically (a failure leaves no partial file).
+
+    With `spec`, the arrays are checked against its layout first and the spec's name is stored
+    in the file's metadata.
+    """
+    import os
+    import tempfile
+
+    from safetensors.numpy import save_file
+
+    if spec is not None:
+        check_weights(spec, weights)
+    target = os.path.abspath(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".safetensors", dir=os.path.dirname(target))
+    os.close(fd)
+    try:
+        import numpy as np
+
+        arrays = {name: np.ascontiguousarray(value) for name, value in weights.items()}
+        save_file(arrays, tmp, metadata={"format": "seqspec-weights/1", **({"spec": spec.name} if spec else {})})
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_weights(path: str, spec: Optional[s.Spec] = None) -> dict:
+    """Read canonical weights from a .safetensors file; with `spec`, check names and shapes and
+    cast to the spec's dtype. A missing or unreadable file is a SpecError naming it."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    from ._errors import SpecError
+
+    try:
+        weights = load_file(path)
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such weights file") from None
+    except (SafetensorError, OSError, ValueError) as e:
+        raise SpecError(f"{path}: not a readable .safetensors file ({e})") from None
+    if spec is not None:
+        check_weights(spec, weights, source=str(path))
+        weights = {name: value.astype(spec.dtype, copy=False) for name, value in weights.items()}
+    return weights

@@ -186,11 +186,13 @@ def _quiet_frameworks() -> None:
 
 def cmd_compile(args) -> int:
     from ._backend import get_backend
+    from ._weights import load_weights
 
     spec = _load(args.spec, args.max_params)
     _quiet_frameworks()
     backend = get_backend(args.backend)
-    model = backend.build(spec)
+    weights = load_weights(args.weights, spec) if args.weights else None
+    model = backend.build(spec, weights)
     out = args.output or f"{spec.name}{backend.suffix}"
     if not out.endswith(backend.suffix):
         raise SpecError(f"{out}: the {backend.name} backend writes {backend.suffix} files; name the output *{backend.suffix}")
@@ -269,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--backend", required=True, choices=["keras", "torch"])
     p.add_argument("-o", "--output", metavar="PATH")
+    p.add_argument("--weights", metavar="FILE", help="start from canonical weights in a .safetensors file (e.g. trained on the other backend)")
     budget(p)
     p.set_defaults(run=cmd_compile)
 

@@ -190,3 +190,30 @@ def test_failed_compile_leaves_no_file(tmp_path, monkeypatch):
     assert main(["compile", str(ROOT / "specs" / "deep_rnn.yaml"), "--backend", "torch", "-o", str(target)]) == 1
     assert target.read_bytes() == b"old model"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
+
+
+def test_weights_trained_on_one_backend_compile_into_the_other(tmp_path, capsys):
+    spec_path = ROOT / "specs" / "seq2seq_gru.yaml"
+    spec = seqspec.load(spec_path)
+    torch_be, keras_be = seqspec.get_backend("torch"), seqspec.get_backend("keras")
+    from seqspec._check import random_weights
+
+    trained = torch_be.build(spec, random_weights(spec, 7))
+    seqspec.save_weights(torch_be.get_weights(trained, spec), str(tmp_path / "w.safetensors"), spec)
+    out = tmp_path / "m.keras"
+    assert main(["compile", str(spec_path), "--backend", "keras", "--weights", str(tmp_path / "w.safetensors"), "-o", str(out)]) == 0
+    x = np.random.default_rng(0).standard_normal((2, 11, 1)).astype("float32")
+    np.testing.assert_allclose(keras_be.predict(keras_be.load(str(out)), x), torch_be.predict(trained, x), atol=1e-5)
+
+
+def test_weights_file_that_does_not_fit_is_one_clear_error(tmp_path, capsys):
+    spec = seqspec.load(ROOT / "specs" / "deep_rnn.yaml")
+    weights = seqspec.initial_weights(spec)
+    weights.pop("layers.2.bias")
+    seqspec.save_weights(weights, str(tmp_path / "w.safetensors"))
+    code = main(["compile", str(ROOT / "specs" / "deep_rnn.yaml"), "--backend", "torch", "--weights", str(tmp_path / "w.safetensors"), "-o", str(tmp_path / "m.pt")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.endswith("does not fit spec 'deep_rnn': missing layers.2.bias") and "\n" not in err
+    assert not (tmp_path / "m.pt").exists()
+    assert main(["compile", str(ROOT / "specs" / "deep_rnn.yaml"), "--backend", "torch", "--weights", str(tmp_path / "none.safetensors")]) == 2
+    assert "no such weights file" in capsys.readouterr().err
