@@ -73,6 +73,8 @@ def make_plan(spec: s.Spec, epochs: Optional[int] = None, batch_size: Optional[i
     """The plan of the spec's `train:` section with command-line overrides; the seed is --seed, else
     the spec's seed, else 0."""
     train = spec.train
+    if train is None:
+        raise SpecError(f"{spec.where()}: the spec has no train: section, so seqspec train does not know its data or target")
     opt = train.optimizer
     if opt.momentum and opt.type == "adam":
         raise SpecError(f"{spec.where('train', 'optimizer', 'momentum')}: train.optimizer.momentum: adam has no momentum key (it applies to sgd and rmsprop)")
@@ -238,6 +240,7 @@ def plot_learning_curves(path: str, record: dict) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     history = record["history"]
     epochs = [h["epoch"] for h in history]
@@ -249,6 +252,7 @@ def plot_learning_curves(path: str, record: dict) -> None:
         ax.plot(epochs, [h[f"val_{key}"] for h in history], "r.-", label=f"validation {name}")
         ax.axhline(record["naive"]["validation"][name], color="gray", linestyle="--", label="naive (validation)")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_yscale("log")
         ax.grid(True, alpha=0.3)
         ax.legend()

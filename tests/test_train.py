@@ -263,3 +263,10 @@ def test_train_writes_model_weights_metrics_and_plots(tmp_path, capsys, backend)
         np.testing.assert_array_equal(saved[name], array)
     for png in ("learning_curves.png", "forecasts.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_spec_without_train_section_is_refused(tmp_path, capsys):
+    (tmp_path / "s.yaml").write_text(json.dumps({"seqspec": 1, "name": "x", "input": {"shape": [None, 1]}, "layers": [{"type": "dense", "units": 1}]}))
+    assert main(["train", str(tmp_path / "s.yaml"), "--backend", "torch", "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.strip() == f"{tmp_path / 's.yaml'}:1:1: the spec has no train: section, so seqspec train does not know its data or target"
+    assert not (tmp_path / "run").exists()
