@@ -175,8 +175,12 @@ def render(found: dict, markdown: Path, command: str, epochs: int | None) -> str
         geo = math.exp(sum(math.log(x) for x in r) / len(r))
         worst = max(r)
         ok = worst <= MAX_RATIO and geo <= MAX_GEOMEAN
-        todo = f"; not yet run: {', '.join(missing[b])}" if missing[b] else ""
-        lines.append(f"- {b}: {len(r)} of {len(MODELS)} models, geometric mean ratio {geo:.3f}, worst {worst:.2f}: {'pass' if ok else 'FAIL'}{todo}.")
+        verdict = "pass" if ok else "FAIL"
+        todo = ""
+        if missing[b]:
+            verdict = f"{verdict} so far (incomplete)"
+            todo = f"; not yet run: {', '.join(missing[b])}"
+        lines.append(f"- {b}: {len(r)} of {len(MODELS)} models, geometric mean ratio {geo:.3f}, worst {worst:.2f}: {verdict}{todo}.")
     both = [(s, found[(s, 'keras')], found[(s, 'torch')]) for s, *_ in MODELS if (s, "keras") in found and (s, "torch") in found]
     if both:
         lines += ["", "## Keras vs torch", "", "Same spec, seed, data and batch order on both: the relative difference of the final validation loss.", ""]
@@ -184,7 +188,7 @@ def render(found: dict, markdown: Path, command: str, epochs: int | None) -> str
         for s, k, t in both:
             kv, tv = value_of(k, "mse"), value_of(t, "mse")
             if kv is not None and tv is not None:
-                lines.append(f"| `{s}` | {kv:.5f} | {tv:.5f} | {abs(kv - tv) / min(kv, tv):.1%} |")
+                lines.append(f"| `{s}` | {kv:.6f} | {tv:.6f} | {abs(kv - tv) / min(kv, tv):.2%} |")
         rss = [d.get("peak_rss_mib") for _, k, t in both for d in (k, t) if d.get("peak_rss_mib")]
         if rss:
             lines += ["", f"Peak resident memory of one training process: at most {max(rss):.0f} MiB (ru_maxrss)."]
