@@ -29,7 +29,8 @@ class LeakyReLU:
 
     def __call__(self, x):
         # Not activations.leaky_relu: TensorFlow rounds its slope to float32, 1.5e-8 off in float64.
-        return ops.where(x >= 0, x, x * ops.cast(self.negative_slope, x.dtype))
+        # A Python float keeps x's dtype; ops.cast(0.3, "float64") would go through float32.
+        return ops.where(x >= 0, x, x * self.negative_slope)
 
     def get_config(self) -> dict:
         return {"negative_slope": self.negative_slope}
@@ -42,11 +43,30 @@ class LeakyReLU:
         return f"LeakyReLU(negative_slope={self.negative_slope})"
 
 
-def keras_activation(act) -> str | LeakyReLU:
-    """The Keras activation of a spec activation: its name, or a LeakyReLU carrying the slope."""
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class GELU:
+    """gelu in its exact (erf) form, as Keras's default approximate=False, written out because
+    TensorFlow's own is up to 5e-9 off in float64 (its constants are float32)."""
+
+    def __call__(self, x):
+        return 0.5 * x * (1.0 + ops.erf(x * 0.7071067811865476))
+
+    def get_config(self) -> dict:
+        return {}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "GELU":
+        return cls()
+
+
+def keras_activation(act) -> str | LeakyReLU | GELU:
+    """The Keras activation of a spec activation: its name, or an object for the two whose Keras
+    form is not exact in float64 (leaky_relu carries its slope)."""
     name = seqspec.activation_name(act)
     if name == "leaky_relu":
         return LeakyReLU(seqspec.activation_slope(act))
+    if name == "gelu":
+        return GELU()
     return name
 
 
