@@ -318,6 +318,16 @@ class WaveNet(_Node):
     gated: bool = False
     activation: Activation = "relu"
 
+    @model_validator(mode="after")
+    def _activation_only_when_simplified(self):
+        if self.gated and "activation" in self.model_fields_set:
+            raise PydanticCustomError(
+                "gated_activation",
+                "{msg}",
+                {"msg": "activation applies to the simplified form (gated: false); the gated form uses tanh(a) * sigmoid(b)"},
+            )
+        return self
+
     @property
     def rates(self) -> list[int]:
         """Every dilation rate in order, `dilation_rates` repeated `repeats` times."""

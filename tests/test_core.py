@@ -161,3 +161,9 @@ def test_strided_dilated_convolution_is_refused_with_its_place():
     with pytest.raises(seqspec.SpecError) as e:
         seqspec.load(text)
     assert str(e.value).startswith("<string>:5:5: layers[0]: strides 2 with dilation_rate 3")
+
+
+def test_gated_wavenet_refuses_an_activation_it_would_ignore():
+    text = "seqspec: 1\nname: x\ninput: {shape: [null, 1]}\nlayers:\n  - {type: wavenet, filters: 4, gated: true, activation: relu}\n"
+    with pytest.raises(seqspec.SpecError, match=r"<string>:5:5: layers\[0\]: activation applies to the simplified form"):
+        seqspec.load(text)
