@@ -21,6 +21,10 @@ from ._weights import WEIGHT_MAPS, model_bindings
 
 SUFFIX = ".keras"
 
+# One tf.function per model is by design (see _compiled); TensorFlow's "retracing" warning for
+# many models in one process (seqspec check specs/) is noise on the user's terminal.
+tf.get_logger().setLevel("ERROR")
+
 
 def _input_dtype(model: keras.Model) -> str:
     return keras.backend.standardize_dtype(model.inputs[0].dtype)
