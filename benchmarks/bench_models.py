@@ -1,6 +1,6 @@
 """Speed of seqspec's compiled models against the same models written by hand, per backend.
 
-    python benchmarks/bench_models.py                        # everything, ~6-9 min on 2 shared cores
+    python benchmarks/bench_models.py                        # everything, ~6-10 min on 2 shared cores
     python benchmarks/bench_models.py --quick                # 3 repeats, no large sizes, no `check` (~2 min)
     python benchmarks/bench_models.py --only models --cases deep_rnn,large_lstm --repeats 7
     python benchmarks/bench_models.py --only cells,cli --no-write
@@ -12,7 +12,9 @@ Sections (`--only`, comma-separated; default all):
   torch.nn model, same sizes. Keras forward is `tf.function(lambda x: model(x, training=False))`
   and its training step `model.train_on_batch` after `compile(Adam(1e-3), "mse")`, identical for
   both Keras contenders; torch forward runs under torch.inference_mode, its step uses
-  torch.optim.Adam(1e-3) and F.mse_loss for both torch contenders.
+  torch.optim.Adam(1e-3) and F.mse_loss for both torch contenders. An A/A control (a second,
+  identical build of each compiled model, `--no-aa` skips it) shows how far apart two equal
+  contenders come out on this machine: a compiled / hand-written ratio inside that spread is noise.
 - cells: forward of seqspec's custom cells (peephole_lstm and ln_simple_rnn through `rnn`, gru
   with reset_after false) against the fused layer of the same size on the same backend (lstm,
   simple_rnn, gru reset_after true), on [64, 500, 64] with 128 units and [32, 50, 1] with 20 units.
@@ -21,7 +23,7 @@ Sections (`--only`, comma-separated; default all):
 
 Timing: after `--warmup` untimed calls each (tracing, oneDNN primitive creation), every sample
 times `n` back-to-back calls (n chosen per contender so a sample takes >= --min-sample seconds)
-and the contenders of a group alternate sample by sample. Reported: the median per-call time of
+and the contenders of a group alternate sample by sample, the first one rotating every repeat. Reported: the median per-call time of
 each contender and, for each pair, the median over repeats of the ratio of the two samples taken
 side by side (robust to the load of a shared machine drifting during the run).
 
@@ -64,6 +66,7 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=None, help="untimed calls per contender first (default 2; 1 with --quick)")
     p.add_argument("--min-sample", type=float, default=0.05, help="seconds a sample should last at least")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads of torch and TensorFlow")
+    p.add_argument("--no-aa", dest="aa", action="store_false", help="skip the A/A control (a second build of each compiled model)")
     p.add_argument("--no-large", action="store_true", help="skip the [64, 500, 64] sizes")
     p.add_argument("--no-check", action="store_true", help="skip `seqspec check` (the slowest CLI item)")
     p.add_argument("--quick", action="store_true", help="--repeats 3 --warmup 1 --no-large --no-check")
@@ -89,16 +92,19 @@ def _calls_per_sample(fn, min_sample: float) -> int:
 
 
 def race(contenders: dict, repeats: int, warmup: int, min_sample: float) -> dict[str, list[float]]:
-    """Per-call seconds of each contender, one sample per repeat, contenders interleaved."""
+    """Per-call seconds of each contender, one sample per repeat, contenders interleaved (round-robin,
+    the starting contender rotating every repeat)."""
     numbers = {}
     for name, fn in contenders.items():
         for _ in range(warmup):
             fn()
         numbers[name] = _calls_per_sample(fn, min_sample)
     samples = {name: [] for name in contenders}
-    for _ in range(repeats):
-        for name, fn in contenders.items():
-            n = numbers[name]
+    order = list(contenders)
+    for r in range(repeats):
+        # Rotate who goes first, so that no contender always runs after the same one.
+        for name in order[r % len(order) :] + order[: r % len(order)]:
+            fn, n = contenders[name], numbers[name]
             s = time.perf_counter()
             for _ in range(n):
                 fn()
@@ -286,6 +292,8 @@ def bench_models(args, tf, keras, torch) -> list[dict]:
         x = rng.standard_normal(shape).astype("float32")
         k_comp, k_hand = kb.build(spec), keras_hand(name, shape[2])
         t_comp, t_hand = tb.build(spec), torch_hand(name, shape[2])
+        # A/A control: a second, identical build of the compiled model, timed like the others.
+        k_aa, t_aa = (kb.build(spec), tb.build(spec)) if args.aa else (None, None)
         xt = torch.from_numpy(x)
         with torch.inference_mode():
             y_shape = tuple(t_comp(xt).shape)
@@ -311,8 +319,12 @@ def bench_models(args, tf, keras, torch) -> list[dict]:
                     "torch_compiled": torch_fwd(t_comp),
                     "torch_hand": torch_fwd(t_hand),
                 }
+                if args.aa:
+                    ka = keras_forward(tf, k_aa)
+                    t_aa.eval()
+                    contenders.update(keras_aa=lambda: ka(xtf).numpy(), torch_aa=torch_fwd(t_aa))
             else:
-                for m in (k_comp, k_hand):
+                for m in (k_comp, k_hand, k_aa) if args.aa else (k_comp, k_hand):
                     m.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
 
                 def torch_step(m):
@@ -332,6 +344,8 @@ def bench_models(args, tf, keras, torch) -> list[dict]:
                     "torch_compiled": torch_step(t_comp),
                     "torch_hand": torch_step(t_hand),
                 }
+                if args.aa:
+                    contenders.update(keras_aa=lambda: k_aa.train_on_batch(xtf, ytf), torch_aa=torch_step(t_aa))
             started = time.perf_counter()
             samples = race(contenders, args.repeats, args.warmup, args.min_sample)
             row = {
@@ -345,9 +359,13 @@ def bench_models(args, tf, keras, torch) -> list[dict]:
                 "torch_ratio": paired_ratio(samples["torch_compiled"], samples["torch_hand"]),
                 "torch_keras": paired_ratio(samples["torch_compiled"], samples["keras_compiled"]),
             }
+            if args.aa:
+                row["keras_aa"] = paired_ratio(samples["keras_compiled"], samples["keras_aa"])
+                row["torch_aa"] = paired_ratio(samples["torch_compiled"], samples["torch_aa"])
             rows.append(row)
             print(
                 f"{name:14s} {mode:7s} " + " ".join(f"{k}={ms(v)}ms" for k, v in row["median_s"].items())
+                + (f"  A/A keras {row['keras_aa']:.3f} torch {row['torch_aa']:.3f}" if args.aa else "")
                 + f"  keras c/h {row['keras_ratio']:.3f}  torch c/h {row['torch_ratio']:.3f}  torch/keras {row['torch_keras']:.3f}"
                 + f"  ({time.perf_counter() - started:.0f}s)",
                 flush=True,
@@ -484,6 +502,10 @@ def mark(ok: bool) -> str:
     return "met" if ok else "**missed**"
 
 
+def aa(row: dict, key: str) -> str:
+    return f"{row[key]:.3f}" if key in row else ""
+
+
 def render(res: dict) -> str:
     m = res["machine"]
     lines = [
@@ -498,19 +520,21 @@ def render(res: dict) -> str:
         lines += [
             "### Compiled against hand-written",
             "",
-            f"Per-call medians in ms; ratios are medians of side-by-side sample ratios. Targets: compiled / hand-written "
+            f"Per-call medians in ms; ratios are medians of side-by-side sample ratios, so a ratio can disagree with the "
+            f"two medians when the load changed between repeats. A/A: the compiled model against a second, identical build "
+            f"of it, the harness's own noise. Targets: compiled / hand-written "
             f"<= {TARGET_COMPILED}, torch / Keras training step <= {TARGET_TORCH_KERAS}.",
             "",
-            "| model | input | mode | Keras seqspec | Keras hand | **Keras c/h** | torch seqspec | torch hand | **torch c/h** | torch / Keras |",
-            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| model | input | mode | Keras seqspec | Keras hand | **Keras c/h** | Keras A/A | torch seqspec | torch hand | **torch c/h** | torch A/A | torch / Keras |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in res["models"]:
             md = r["median_s"]
             tk = f"{r['torch_keras']:.2f} ({mark(r['torch_keras'] <= TARGET_TORCH_KERAS)})" if r["mode"] == "train" else f"{r['torch_keras']:.2f}"
             lines.append(
                 f"| {r['label']} | {r['shape']} | {r['mode']} | {ms(md['keras_compiled'])} | {ms(md['keras_hand'])} | "
-                f"{r['keras_ratio']:.3f} ({mark(r['keras_ratio'] <= TARGET_COMPILED)}) | {ms(md['torch_compiled'])} | {ms(md['torch_hand'])} | "
-                f"{r['torch_ratio']:.3f} ({mark(r['torch_ratio'] <= TARGET_COMPILED)}) | {tk} |"
+                f"{r['keras_ratio']:.3f} ({mark(r['keras_ratio'] <= TARGET_COMPILED)}) | {aa(r, 'keras_aa')} | {ms(md['torch_compiled'])} | {ms(md['torch_hand'])} | "
+                f"{r['torch_ratio']:.3f} ({mark(r['torch_ratio'] <= TARGET_COMPILED)}) | {aa(r, 'torch_aa')} | {tk} |"
             )
         lines.append("")
     if res.get("cells"):
