@@ -45,6 +45,17 @@ MODELS = [
 ]
 NAIVE = [("next value", "next_linear", 0.0202), ("next 10 values", "horizon_linear", 0.2570)]
 BACKENDS = ("keras", "torch")
+
+# Measurements made outside the sweep, shown under the table (update them when rerun).
+NOTES = [
+    "`seq2seq_ln_rnn` on torch with the spec's seed 42 had a loss spike at epoch 8 (validation loss "
+    "0.033 to 0.060) and had not recovered by epoch 20. Rerun with `seqspec train specs/seq2seq_ln_rnn.yaml "
+    "--backend torch --seed 43` (and `--seed 44`) it reached last_time_step_mse 0.0122 and 0.0119 (book "
+    "0.0121). In float64 the two backends' ln_simple_rnn training steps agree to 1e-16; in float32 "
+    "they drift apart about 100 times faster than the other models' (max weight difference 1e-5 after "
+    "20 Adam steps, against 1e-7 for simple_rnn), so this model's float32 runs on the two backends "
+    "are close but not the same trajectory.",
+]
 MAX_RATIO, MAX_GEOMEAN = 1.4, 1.15
 
 
@@ -166,6 +177,8 @@ def render(found: dict, markdown: Path, command: str, epochs: int | None) -> str
         cells += [secs(found.get((spec, b))) for b in BACKENDS]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "s/epoch: mean wall time of an epoch (training and validation) after the first, which also traces/warms up.", ""]
+    if NOTES:
+        lines += ["## Notes", ""] + [f"- {note}" for note in NOTES] + [""]
     lines += ["## Acceptance", "", f"Each value <= {MAX_RATIO}x the book's, and the geometric mean of the ratios <= {MAX_GEOMEAN}, per backend.", ""]
     for b in BACKENDS:
         r = ratios[b]
@@ -210,7 +223,13 @@ def main(argv=None) -> int:
     p.add_argument("--render", action="store_true", help="only rewrite the table from the results")
     args = p.parse_args(argv)
     args.results.mkdir(parents=True, exist_ok=True)
-    command = "python benchmarks/textbook_table.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:]) if (argv or sys.argv[1:]) else "")
+    # The command that trains (where results and the table are written does not change them).
+    flags = []
+    if args.backend != list(BACKENDS):
+        flags += ["--backend", *args.backend]
+    if args.epochs:
+        flags += ["--epochs", str(args.epochs)]
+    command = " ".join(["python benchmarks/textbook_table.py", *flags])
     if not args.render:
         for spec in args.models:
             for backend in args.backend:
