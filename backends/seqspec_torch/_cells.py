@@ -153,23 +153,30 @@ class LNSimpleRNNCell(nn.Module):
         The recurrence runs in float64 whatever the model's dtype (LN_RECURRENCE_DTYPE): layer
         normalisation divides by the spread of the pre-activations, which amplifies float32
         rounding of the state over long sequences (measured on specs/seq2seq_ln_rnn.yaml at 500
-        steps: float32 off the float64 result by up to 3.4e-5 here and 1.4e-5 in Keras); the
-        Keras cell does the same, so both compute one function.
+        steps: float32 off the float64 result by up to 3.4e-5 here and 1.4e-5 in Keras).
+        As in the Keras cell, which must keep its state in the layer's dtype, the float64 state
+        travels between steps as two parts in the model's dtype, h = hi + lo (hi the output):
+        the forward pass is the same, and so is the backward pass, whose gradients reach hi
+        in the model's dtype (with a float64 state instead, torch's float32 training drifted
+        from Keras's about 100 times faster than for simple_rnn).
         """
-        wide = LN_RECURRENCE_DTYPE
+        wide, dtype = LN_RECURRENCE_DTYPE, x.dtype
 
         def cast(t):
             return None if t is None else t.to(wide)
 
         xp = _project(x.to(wide), self.weight_ih.to(wide), cast(self.bias), cast(in_masks))
         weight_hh, gamma, beta, rec_masks = self.weight_hh.to(wide), self.gamma.to(wide), self.beta.to(wide), cast(rec_masks)
-        h = xp.new_zeros(x.shape[0], self.units)
+        hi = lo = x.new_zeros(x.shape[0], self.units)
         outputs = []
         for t in range(x.shape[1]):
+            h = hi.to(wide) + lo.to(wide)
             z = xp[:, t] + _recur(h, weight_hh, rec_masks)
             h = self.activation(F.layer_norm(z, (self.units,), gamma, beta, self.epsilon))
-            outputs.append(h)
-        return torch.stack(outputs, dim=1).to(x.dtype)
+            hi = h.to(dtype)
+            lo = (h - hi.to(wide)).to(dtype)
+            outputs.append(hi)
+        return torch.stack(outputs, dim=1)
 
 
 def _lstm_loop(cell, x, weight_ih, weight_hh, bias, in_masks, rec_masks, peepholes=None) -> torch.Tensor:
