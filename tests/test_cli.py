@@ -90,3 +90,15 @@ def test_console_script_validate_is_quiet_and_fast_path():
     )
     assert out.returncode == 2
     assert out.stderr == "" and "Traceback" not in out.stdout
+
+
+def test_backend_without_its_framework_names_the_extra():
+    # torch made unimportable in a fresh interpreter: the CLI says which extra to install, in one line.
+    code = (
+        "import sys; sys.modules['torch'] = None; from seqspec.cli import main; "
+        f"sys.exit(main(['compile', {str(ROOT / 'specs' / 'deep_rnn.yaml')!r}, '--backend', 'torch', '-o', 'never.pt']))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.strip() == "the torch backend needs torch, which is not installed: pip install 'seqspec[torch]'"
+    assert not Path("never.pt").exists()
