@@ -132,9 +132,15 @@ _head = st.sampled_from([
 ])
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(_front, st.lists(_middle, max_size=2), _head, st.sampled_from(["float32", "float64"]))
 def test_random_stacks_are_equivalent(front, middle, head, dtype):
+    # Layer norm over a few units amplifies the float32 differences of its input, which another
+    # recurrent layer has already put there: simple_rnn(5) -> ln_simple_rnn(3) measured 4.7e-5 apart
+    # at 500 steps in float32 (tolerance 1.4e-5) and 1e-13 in float64. That is the model's
+    # conditioning, not a mapping, so such stacks are compared in float64. See docs/equivalence.md.
+    if any(layer.get("cell", {}).get("type") == "ln_simple_rnn" for layer in middle):
+        dtype = "float64"
     try:
         spec = spec_of([front, *middle, head], [None, 2], dtype=dtype)
     except seqspec.SpecError:
