@@ -237,9 +237,15 @@ def cmd_check(args) -> int:
 
 
 def cmd_train(args) -> int:
+    import importlib.util
+
     from ._train import cmd_train as run
 
     spec = _load(args.spec, args.max_params)
+    # Checked before training, not when the plots are drawn at the end of it.
+    missing = [m for m in ("matplotlib", "tqdm") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise SpecError(f"seqspec train needs {' and '.join(missing)}, which is not installed: pip install 'seqspec[train]'")
     _quiet_frameworks()
     return run(spec, args)
 
