@@ -172,28 +172,26 @@ def build_conv(node, n_in: int) -> Conv1d:
     return Conv1d(n_in, node.filters, node.kernel_size, node.strides, node.padding, node.dilation_rate, node.activation, node.use_bias)
 
 
-class MaxPool1d(nn.Module):
-    """[B, C, T] -> [B, C, T']; 'same' pads with -inf so padding never wins, as TensorFlow."""
+class _Pool1d(nn.Module):
+    """A pooling window along time, channels-first: [B, C, T] -> [B, C, T']."""
 
     takes = gives = CHANNELS_FIRST
 
     def __init__(self, node):
         super().__init__()
         self.window = Window(node.pool_size, node.stride, 1, node.padding)
+
+
+class MaxPool1d(_Pool1d):
+    """[B, C, T] -> [B, C, T']; 'same' pads with -inf so padding never wins, as TensorFlow."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.window
         return F.max_pool1d(_pad_time(x, w, float("-inf")), w.kernel, w.stride)
 
 
-class AvgPool1d(nn.Module):
+class AvgPool1d(_Pool1d):
     """[B, C, T] -> [B, C, T']; 'same' averages only the real steps of each window, as TensorFlow."""
-
-    takes = gives = CHANNELS_FIRST
-
-    def __init__(self, node):
-        super().__init__()
-        self.window = Window(node.pool_size, node.stride, 1, node.padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.window
