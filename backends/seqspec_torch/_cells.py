@@ -11,6 +11,7 @@ from torch import nn
 
 from seqspec import activation_name
 
+from . import _scan
 from ._activations import activation_fn
 
 # Gate order of the rows of torch's stacked weights, and of every cell here. The canonical
@@ -22,6 +23,18 @@ CANONICAL_TO_TORCH_GRU = {"z": "z", "r": "r", "g": "n"}
 
 # The dtype of the ln_simple_rnn recurrence (see LNSimpleRNNCell.loop).
 LN_RECURRENCE_DTYPE = torch.float64
+
+# A GRU (reset_after) whose batch size times units is at most this trains through _scan's
+# hand-written backward rather than nn.GRU, whose CPU backward is autograd over ~90 ops a step.
+# Measured (docs/performance.md, "GRU training"): scan / nn.GRU training step 0.73-0.88 at
+# B * units 1,024-2,048, 1.05-1.37 at 4,096-8,192, where moving the saved gates through memory
+# costs more than the ops it saves.
+SCAN_GRU_MAX_SIZE = 2048
+
+
+def _default_gates(node) -> bool:
+    """Whether a cell has the activations _scan's recurrences are written for (tanh, sigmoid)."""
+    return activation_name(node.activation) == "tanh" and activation_name(node.recurrent_activation) == "sigmoid"
 
 # --- shared pieces of the step loop -----------------------------------------------------------
 
@@ -89,6 +102,7 @@ class SimpleRNNCell(nn.Module):
 
     gate_count = 1
     per_gate_masks = False  # Keras's SimpleRNNCell draws one mask, whatever the dropouts
+    scannable = False  # the fused kernel or the loop
 
     def __init__(self, node, n_in: int):
         super().__init__()
@@ -128,7 +142,7 @@ class LNSimpleRNNCell(nn.Module):
 
     gate_count = 1
     per_gate_masks = False  # as SimpleRNNCell
-    fusable = False
+    fusable = scannable = False  # its recurrence runs in float64 (see loop)
 
     def __init__(self, node, n_in: int):
         super().__init__()
@@ -210,11 +224,12 @@ class LSTMCell(nn.Module):
 
     gate_count = 4
     per_gate_masks = True  # Keras's LSTMCell switches to one mask per gate when recurrent_dropout > 0
+    scannable = False  # nn.LSTM's oneDNN kernel trains faster than a scan would
 
     def __init__(self, node, n_in: int):
         super().__init__()
         self.units, self.dropout, self.recurrent_dropout = node.units, node.dropout, node.recurrent_dropout
-        self.fusable = activation_name(node.activation) == "tanh" and activation_name(node.recurrent_activation) == "sigmoid"
+        self.fusable = _default_gates(node)
         self.activation = activation_fn(node.activation)
         self.recurrent_activation = activation_fn(node.recurrent_activation)
         self.lstm = nn.LSTM(n_in, node.units, bias=node.use_bias, batch_first=True)
@@ -250,6 +265,7 @@ class PeepholeLSTMCell(nn.Module):
         super().__init__()
         u = node.units
         self.units, self.dropout, self.recurrent_dropout = u, node.dropout, node.recurrent_dropout
+        self.scannable = _default_gates(node)
         self.activation = activation_fn(node.activation)
         self.recurrent_activation = activation_fn(node.recurrent_activation)
         self.weight_ih = nn.Parameter(torch.empty(4 * u, n_in))
@@ -268,6 +284,11 @@ class PeepholeLSTMCell(nn.Module):
         """[B, T, F] -> [B, T, units]."""
         peepholes = (self.peephole_i, self.peephole_f, self.peephole_o)
         return _lstm_loop(self, x, self.weight_ih, self.weight_hh, self.bias, in_masks, rec_masks, peepholes)
+
+    def scan(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, T, F] -> [B, T, units] through _scan (tanh and sigmoid, no recurrent dropout)."""
+        xp = F.linear(x, self.weight_ih, self.bias)
+        return _scan.peephole_lstm(xp, self.weight_hh, self.peephole_i, self.peephole_f, self.peephole_o)
 
 
 def _gru_loop(cell, x, weight_ih, weight_hh, bias_ih, bias_hh, in_masks, rec_masks, reset_after: bool) -> torch.Tensor:
@@ -312,7 +333,7 @@ class GRUCell(nn.Module):
     def __init__(self, node, n_in: int):
         super().__init__()
         self.units, self.dropout, self.recurrent_dropout = node.units, node.dropout, node.recurrent_dropout
-        self.fusable = activation_name(node.activation) == "tanh" and activation_name(node.recurrent_activation) == "sigmoid"
+        self.fusable = self.scannable = _default_gates(node)
         self.activation = activation_fn(node.activation)
         self.recurrent_activation = activation_fn(node.recurrent_activation)
         self.gru = nn.GRU(n_in, node.units, bias=node.use_bias, batch_first=True)
@@ -328,6 +349,15 @@ class GRUCell(nn.Module):
     def loop(self, x: torch.Tensor, in_masks, rec_masks) -> torch.Tensor:
         """[B, T, F] -> [B, T, units]."""
         return _gru_loop(self, x, *self.tensors(), in_masks, rec_masks, reset_after=True)
+
+    def prefers_scan(self, x: torch.Tensor) -> bool:
+        """Train through _scan rather than nn.GRU: small layers, gradients on (SCAN_GRU_MAX_SIZE)."""
+        return x.shape[0] * self.units <= SCAN_GRU_MAX_SIZE and torch.is_grad_enabled() and self.gru.weight_hh_l0.requires_grad
+
+    def scan(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, T, F] -> [B, T, units] through _scan (tanh and sigmoid, no recurrent dropout)."""
+        weight_ih, weight_hh, bias_ih, bias_hh = self.tensors()
+        return _scan.gru_reset_after(F.linear(x, weight_ih, bias_ih), weight_hh, bias_hh)
 
 
 class GRUResetBeforeCell(nn.Module):
@@ -345,6 +375,7 @@ class GRUResetBeforeCell(nn.Module):
         super().__init__()
         u = node.units
         self.units, self.dropout, self.recurrent_dropout = u, node.dropout, node.recurrent_dropout
+        self.scannable = _default_gates(node)
         self.activation = activation_fn(node.activation)
         self.recurrent_activation = activation_fn(node.recurrent_activation)
         self.weight_ih = nn.Parameter(torch.empty(3 * u, n_in))
@@ -359,6 +390,10 @@ class GRUResetBeforeCell(nn.Module):
     def loop(self, x: torch.Tensor, in_masks, rec_masks) -> torch.Tensor:
         """[B, T, F] -> [B, T, units]."""
         return _gru_loop(self, x, self.weight_ih, self.weight_hh, self.bias, None, in_masks, rec_masks, reset_after=False)
+
+    def scan(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, T, F] -> [B, T, units] through _scan (tanh and sigmoid, no recurrent dropout)."""
+        return _scan.gru_reset_before(F.linear(x, self.weight_ih, self.bias), self.weight_hh)
 
 
 def build_simple_rnn_cell(node, n_in: int) -> nn.Module:
@@ -416,7 +451,9 @@ class Recurrent(nn.Module):
         self.cell = cell
         self.return_sequences = return_sequences
         self.reverse = reverse
-        self.use_fused = True  # tests switch it off to compare the fused kernel with the loop
+        # Tests switch these off to compare the fused kernel and the scan with the plain loop.
+        self.use_fused = True
+        self.use_scan = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.reverse:
@@ -433,9 +470,14 @@ class Recurrent(nn.Module):
         n = cell.gate_count if cell.per_gate_masks and cell.recurrent_dropout > 0 else 1
         in_masks = _dropout_masks(n, (b, 1, f), cell.dropout, x) if training and cell.dropout > 0 else None
         rec_masks = _dropout_masks(n, (b, cell.units), cell.recurrent_dropout, x) if training and cell.recurrent_dropout > 0 else None
-        if self.use_fused and cell.fusable and rec_masks is None:
+        if rec_masks is None:
             # Without recurrent dropout there is at most one input mask, constant over time.
-            return cell.fused(x if in_masks is None else x * in_masks[0])
+            masked = x if in_masks is None else x * in_masks[0]
+            scan = self.use_scan and cell.scannable
+            if self.use_fused and cell.fusable and not (scan and cell.prefers_scan(masked)):
+                return cell.fused(masked)
+            if scan:
+                return cell.scan(masked)
         return cell.loop(x, in_masks, rec_masks)
 
 
