@@ -65,9 +65,9 @@ def _flat(seq: torch.Tensor) -> torch.Tensor:
 # --- peephole LSTM: gates i, f, g, o; i and f see c(t-1), o sees c(t) --------------------------
 
 
-def _peephole_step(z, c, p_if, p_o):
-    """z [B, 4u] the gates' pre-activations without peepholes, c = c(t-1) -> h, c, [i f], g, o, tanh(c)."""
-    z = z.view(z.shape[0], 4, -1)
+def _peephole_step(xp_t, hw, c, p_if, p_o):
+    """xp_t + hw [B, 4u]: the gates' pre-activations without peepholes; c = c(t-1) -> h, c, [i f], g, o, tanh(c)."""
+    z = (xp_t + hw).view(c.shape[0], 4, -1)
     i_f = torch.sigmoid(torch.addcmul(z[:, :2], p_if, c.unsqueeze(1)))
     g = torch.tanh(z[:, 2])
     c = torch.addcmul(i_f[:, 1] * c, i_f[:, 0], g)
@@ -90,7 +90,7 @@ def _peephole_scan(xp, weight_hh, p_i, p_f, p_o, keep: bool):
     h = c = xp.new_zeros(xp.shape[1], weight_hh.shape[1])
     hs, kept = [], []
     for t in range(xp.shape[0]):
-        h, c, *gates = step(torch.addmm(xp[t], h, w_t), c, p_if, p_o)
+        h, c, *gates = step(xp[t], h @ w_t, c, p_if, p_o)
         hs.append(h)
         if keep:
             kept.append((c, *gates))
@@ -217,16 +217,17 @@ def gru_reset_after(xp: torch.Tensor, weight_hh: torch.Tensor, bias_hh) -> torch
 # n = tanh(xn + (r * h) U_n); the bias, one vector, is in xp.
 
 
-def _gru_before_gates(z_rz, h):
-    """The pre-activations of r and z [B, 2u] -> [r z], r * h(t-1)."""
-    rz = torch.sigmoid(z_rz)
+def _gru_before_gates(xp_t, hw_rz, h):
+    """The input part of the gates [B, 3u] and the recurrent part of r and z [B, 2u] -> [r z], r * h(t-1)."""
+    rz = torch.sigmoid(xp_t[:, : hw_rz.shape[1]] + hw_rz)
     return rz, rz[:, : h.shape[1]] * h
 
 
-def _gru_before_update(z_n, rz, h):
-    """n's pre-activation -> h(t), n."""
-    n = torch.tanh(z_n)
-    return torch.lerp(n, h, rz[:, h.shape[1] :]), n
+def _gru_before_update(xp_t, rhw, rz, h):
+    """The input part of the gates and (r * h(t-1)) U_n [B, u] -> h(t), n."""
+    u = h.shape[1]
+    n = torch.tanh(xp_t[:, 2 * u :] + rhw)
+    return torch.lerp(n, h, rz[:, u:]), n
 
 
 def _gru_before_back_n(d_out, dh_rec, a_n):
@@ -248,8 +249,8 @@ def _gru_before_scan(xp, weight_hh, keep: bool):
     hs, kept = [], []
     for t in range(xp.shape[0]):
         xp_t = xp[t]
-        rz, rh = gates(torch.addmm(xp_t[:, : 2 * u], h, w_rz), h)
-        h, n = update(torch.addmm(xp_t[:, 2 * u :], rh, w_n), rz, h)
+        rz, rh = gates(xp_t, h @ w_rz, h)
+        h, n = update(xp_t, rh @ w_n, rz, h)
         hs.append(h)
         if keep:
             kept.append((rz, rh, n))
