@@ -42,6 +42,10 @@ def _default_gates(node) -> bool:
 def _project(x: torch.Tensor, weight_ih: torch.Tensor, bias: Optional[torch.Tensor], masks: Optional[torch.Tensor]) -> torch.Tensor:
     """The input part of every gate at every step, in one matmul.
 
+    The loops walk its steps with `unbind(1)`, whose backward stacks the steps' gradients once:
+    indexing `xp[:, t]` instead makes each step's backward write a full-size zero gradient
+    (O(T^2) memory traffic: 2.9 s for an ln_simple_rnn(128) training step on [64, 500, 64]).
+
     x [B, T, F], weight_ih (G*units, F), bias (G*units,), masks None, [1, B, 1, F] (one mask for
     all gates) or [G, B, 1, F] (one per gate) -> [B, T, G*units].
     """
@@ -128,8 +132,8 @@ class SimpleRNNCell(nn.Module):
         xp = _project(x, weight_ih, bias, in_masks)
         h = x.new_zeros(x.shape[0], self.units)
         outputs = []
-        for t in range(x.shape[1]):
-            h = self.activation(xp[:, t] + _recur(h, weight_hh, rec_masks))
+        for xp_t in xp.unbind(1):
+            h = self.activation(xp_t + _recur(h, weight_hh, rec_masks))
             outputs.append(h)
         return torch.stack(outputs, dim=1)
 
@@ -183,9 +187,9 @@ class LNSimpleRNNCell(nn.Module):
         weight_hh, gamma, beta, rec_masks = self.weight_hh.to(wide), self.gamma.to(wide), self.beta.to(wide), cast(rec_masks)
         hi = lo = x.new_zeros(x.shape[0], self.units)
         outputs = []
-        for t in range(x.shape[1]):
+        for xp_t in xp.unbind(1):
             h = hi.to(wide) + lo.to(wide)
-            z = xp[:, t] + _recur(h, weight_hh, rec_masks)
+            z = xp_t + _recur(h, weight_hh, rec_masks)
             h = self.activation(F.layer_norm(z, (self.units,), gamma, beta, self.epsilon))
             hi = h.to(dtype)
             lo = (h - hi.to(wide)).to(dtype)
@@ -203,8 +207,8 @@ def _lstm_loop(cell, x, weight_ih, weight_hh, bias, in_masks, rec_masks, peephol
     h = x.new_zeros(x.shape[0], cell.units)
     c = torch.zeros_like(h)
     outputs = []
-    for t in range(x.shape[1]):
-        zi, zf, zg, zo = (xp[:, t] + _recur(h, weight_hh, rec_masks)).chunk(4, dim=1)
+    for xp_t in xp.unbind(1):
+        zi, zf, zg, zo = (xp_t + _recur(h, weight_hh, rec_masks)).chunk(4, dim=1)
         if peepholes is not None:
             zi, zf = zi + peepholes[0] * c, zf + peepholes[1] * c
         c = ract(zf) * c + ract(zi) * act(zg)
@@ -301,8 +305,8 @@ def _gru_loop(cell, x, weight_ih, weight_hh, bias_ih, bias_hh, in_masks, rec_mas
     xp = _project(x, weight_ih, bias_ih, in_masks)
     h = x.new_zeros(x.shape[0], u)
     outputs = []
-    for t in range(x.shape[1]):
-        xr, xz, xn = xp[:, t].chunk(3, dim=1)
+    for xp_t in xp.unbind(1):
+        xr, xz, xn = xp_t.chunk(3, dim=1)
         if reset_after:
             hp = _recur(h, weight_hh, rec_masks)
             if bias_hh is not None:

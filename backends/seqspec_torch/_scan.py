@@ -26,19 +26,24 @@ from typing import Callable
 
 import torch
 
-# Compile the elementwise steps on CUDA devices (see the module docstring).
+# Compile the steps on CUDA devices (see the module docstring), with this torch.compile mode:
+# None is the default (cuBLAS matmuls, the elementwise ops fused into one kernel);
+# "max-autotune-no-cudagraphs" also tries Triton matmuls with the elementwise ops fused into
+# them, at minutes of autotuning on the first call (benchmarks/bench_gpu.py measures both).
 COMPILE_ON_CUDA = True
+COMPILE_MODE = None
 
 _compiled: dict = {}
 
 
 def _kernel(fn: Callable, device: torch.device) -> Callable:
-    """fn itself, or on CUDA its torch.compile'd form (compiled once per function)."""
+    """fn itself, or on CUDA its torch.compile'd form (compiled once per function and mode)."""
     if device.type != "cuda" or not COMPILE_ON_CUDA:
         return fn
-    compiled = _compiled.get(fn)
+    key = (fn, COMPILE_MODE)
+    compiled = _compiled.get(key)
     if compiled is None:
-        compiled = _compiled[fn] = torch.compile(fn, dynamic=False, fullgraph=True)
+        compiled = _compiled[key] = torch.compile(fn, dynamic=False, fullgraph=True, mode=COMPILE_MODE)
     return compiled
 
 
@@ -56,18 +61,19 @@ def _flat(seq: torch.Tensor) -> torch.Tensor:
     return seq.reshape(-1, seq.shape[-1])
 
 
-# Each recurrence below: an elementwise forward step (compiled on CUDA), a Function whose forward
-# keeps the gates of every step, and whose backward first turns them, for all steps at once, into
-# the factors each step's gradient is multiplied by (everything that does not depend on the
-# gradient coming back), so that a step back is a few multiplications and one matmul.
+# Each recurrence below: a forward step (its matmul and elementwise ops; compiled on CUDA), a
+# Function whose forward keeps the gates of every step, and whose backward first turns them, for
+# all steps at once, into the factors each step's gradient is multiplied by (everything that does
+# not depend on the gradient coming back), so that a step back is a few multiplications and one
+# matmul. (The matmul for h(-1) = 0, at the last step back, is computed and not used.)
 
 
 # --- peephole LSTM: gates i, f, g, o; i and f see c(t-1), o sees c(t) --------------------------
 
 
-def _peephole_step(xp_t, hw, c, p_if, p_o):
-    """xp_t + hw [B, 4u]: the gates' pre-activations without peepholes; c = c(t-1) -> h, c, [i f], g, o, tanh(c)."""
-    z = (xp_t + hw).view(c.shape[0], 4, -1)
+def _peephole_step(xp_t, h, w_t, c, p_if, p_o):
+    """xp_t [B, 4u] the input part of the gates; h, c = h(t-1), c(t-1) -> h, c, [i f], g, o, tanh(c)."""
+    z = (xp_t + h @ w_t).view(c.shape[0], 4, -1)
     i_f = torch.sigmoid(torch.addcmul(z[:, :2], p_if, c.unsqueeze(1)))
     g = torch.tanh(z[:, 2])
     c = torch.addcmul(i_f[:, 1] * c, i_f[:, 0], g)
@@ -76,12 +82,13 @@ def _peephole_step(xp_t, hw, c, p_if, p_o):
     return o * tc, c, i_f, g, o, tc
 
 
-def _peephole_back(d_out, dh_rec, dc, k_o, k_c, k_ifg, k_prev):
-    """One step back: the gradients of h(t) (two parts) and c(t) -> dz(t) [B, 4, u], dc(t-1)."""
+def _peephole_back(d_out, dh_rec, dc, k_o, k_c, k_ifg, k_prev, weight_hh):
+    """One step back: the gradients of h(t) (two parts) and c(t) -> dz(t) [B, 4, u], dc(t-1), and
+    the gradient h(t-1) gets through the recurrent matmul."""
     dh = d_out + dh_rec
     dc = torch.addcmul(dc, dh, k_c)
     dz = torch.cat([dc.unsqueeze(1) * k_ifg, (dh * k_o).unsqueeze(1)], 1)
-    return dz, dc * k_prev
+    return dz, dc * k_prev, dz.view(dh.shape[0], -1) @ weight_hh
 
 
 def _peephole_scan(xp, weight_hh, p_i, p_f, p_o, keep: bool):
@@ -90,7 +97,7 @@ def _peephole_scan(xp, weight_hh, p_i, p_f, p_o, keep: bool):
     h = c = xp.new_zeros(xp.shape[1], weight_hh.shape[1])
     hs, kept = [], []
     for t in range(xp.shape[0]):
-        h, c, *gates = step(xp[t], h @ w_t, c, p_if, p_o)
+        h, c, *gates = step(xp[t], h, w_t, c, p_if, p_o)
         hs.append(h)
         if keep:
             kept.append((c, *gates))
@@ -121,10 +128,7 @@ class _PeepholeScan(torch.autograd.Function):
         dh_rec = dc = torch.zeros_like(out[0])
         dzs = [None] * steps
         for t in reversed(range(steps)):
-            dz, dc = back(d_out[t], dh_rec, dc, k_o[t], k_c[t], k_ifg[t], k_prev[t])
-            dzs[t] = dz
-            if t:
-                dh_rec = dz.view(b, 4 * u) @ weight_hh
+            dzs[t], dc, dh_rec = back(d_out[t], dh_rec, dc, k_o[t], k_c[t], k_ifg[t], k_prev[t], weight_hh)
         dz = torch.stack(dzs)  # [T, B, 4, u]
         d_weight = dz.view(-1, 4 * u).t() @ _flat(_shifted(out))
         d_p_if = (dz[:, :, :2] * c_prev.unsqueeze(2)).sum((0, 1))
@@ -143,18 +147,20 @@ def peephole_lstm(xp: torch.Tensor, weight_hh: torch.Tensor, p_i, p_f, p_o) -> t
 # Gates r, z, n; n = tanh(xn + r * (h U_n + b_hn)); h(t) = z * h(t-1) + (1 - z) * n.
 
 
-def _gru_after_step(xp_t, hp, h):
-    """xp_t, hp [B, 3u]: the input and recurrent parts of the gates -> h(t), [r z], n."""
+def _gru_after_step(xp_t, h, w_t, bias_hh):
+    """xp_t [B, 3u] the input part of the gates, h = h(t-1) -> h(t), the recurrent part hp, [r z], n."""
     u = h.shape[1]
+    hp = h @ w_t if bias_hh is None else torch.addmm(bias_hh, h, w_t)
     rz = torch.sigmoid(xp_t[:, : 2 * u] + hp[:, : 2 * u])
     n = torch.tanh(torch.addcmul(xp_t[:, 2 * u :], rz[:, :u], hp[:, 2 * u :]))
-    return torch.lerp(n, h, rz[:, u:]), rz, n
+    return torch.lerp(n, h, rz[:, u:]), hp, rz, n
 
 
-def _gru_after_back(d_out, dh_rec, k, z):
-    """One step back -> the gradient of h(t), of hp(t) [B, 3, u], and dh(t-1) without the matmul."""
+def _gru_after_back(d_out, dh_rec, k, z, weight_hh):
+    """One step back -> the gradient of h(t), of hp(t) [B, 3, u], and of h(t-1)."""
     dh = d_out + dh_rec
-    return dh, dh.unsqueeze(1) * k, dh * z
+    dhp = dh.unsqueeze(1) * k
+    return dh, dhp, torch.addmm(dh * z, dhp.view(dh.shape[0], -1), weight_hh)
 
 
 def _gru_after_scan(xp, weight_hh, bias_hh, keep: bool):
@@ -163,8 +169,7 @@ def _gru_after_scan(xp, weight_hh, bias_hh, keep: bool):
     h = xp.new_zeros(xp.shape[1], weight_hh.shape[1])
     hs, kept = [], []
     for t in range(xp.shape[0]):
-        hp = h @ w_t if bias_hh is None else torch.addmm(bias_hh, h, w_t)
-        h, rz, n = step(xp[t], hp, h)
+        h, hp, rz, n = step(xp[t], h, w_t, bias_hh)
         hs.append(h)
         if keep:
             kept.append((hp, rz, n))
@@ -195,9 +200,7 @@ class _GRUAfterScan(torch.autograd.Function):
         dh_rec = torch.zeros_like(out[0])
         dhs, dhps = [None] * steps, [None] * steps
         for t in reversed(range(steps)):
-            dhs[t], dhps[t], dh_direct = back(d_out[t], dh_rec, k[t], z[t])
-            if t:
-                dh_rec = torch.addmm(dh_direct, dhps[t].view(b, 3 * u), weight_hh)
+            dhs[t], dhps[t], dh_rec = back(d_out[t], dh_rec, k[t], z[t], weight_hh)
         dh = torch.stack(dhs).unsqueeze(2)
         dhp = torch.stack(dhps).view(steps, b, 3 * u)
         d_xp = torch.cat([dh * k[:, :, :2], dh * a_n.unsqueeze(2)], 2).view(steps, b, 3 * u)
@@ -217,16 +220,17 @@ def gru_reset_after(xp: torch.Tensor, weight_hh: torch.Tensor, bias_hh) -> torch
 # n = tanh(xn + (r * h) U_n); the bias, one vector, is in xp.
 
 
-def _gru_before_gates(xp_t, hw_rz, h):
-    """The input part of the gates [B, 3u] and the recurrent part of r and z [B, 2u] -> [r z], r * h(t-1)."""
-    rz = torch.sigmoid(xp_t[:, : hw_rz.shape[1]] + hw_rz)
-    return rz, rz[:, : h.shape[1]] * h
-
-
-def _gru_before_update(xp_t, rhw, rz, h):
-    """The input part of the gates and (r * h(t-1)) U_n [B, u] -> h(t), n."""
+def _gru_before_gates(xp_t, h, w_rz):
+    """The input part of the gates [B, 3u], h = h(t-1) -> [r z], r * h(t-1)."""
     u = h.shape[1]
-    n = torch.tanh(xp_t[:, 2 * u :] + rhw)
+    rz = torch.sigmoid(xp_t[:, : 2 * u] + h @ w_rz)
+    return rz, rz[:, :u] * h
+
+
+def _gru_before_update(xp_t, rh, w_n, rz, h):
+    """The input part of the gates, r * h(t-1) -> h(t), n."""
+    u = h.shape[1]
+    n = torch.tanh(xp_t[:, 2 * u :] + rh @ w_n)
     return torch.lerp(n, h, rz[:, u:]), n
 
 
@@ -235,10 +239,12 @@ def _gru_before_back_n(d_out, dh_rec, a_n):
     return dh, dh * a_n
 
 
-def _gru_before_back_r(dh, d_rh, a_rz, rz):
-    """d_rh = d(r * h(t-1)) -> d of [r z]'s pre-activations, dh(t-1) without the [r z] matmul."""
+def _gru_before_back_r(dh, dan, w_n, a_rz, rz, w_rz):
+    """-> d of [r z]'s pre-activations and the gradient of h(t-1)."""
     u = dh.shape[1]
-    return torch.cat([d_rh, dh], 1) * a_rz, torch.addcmul(dh * rz[:, u:], d_rh, rz[:, :u])
+    d_rh = dan @ w_n  # d(r * h(t-1))
+    drz = torch.cat([d_rh, dh], 1) * a_rz
+    return drz, torch.addmm(torch.addcmul(dh * rz[:, u:], d_rh, rz[:, :u]), drz, w_rz)
 
 
 def _gru_before_scan(xp, weight_hh, keep: bool):
@@ -249,8 +255,8 @@ def _gru_before_scan(xp, weight_hh, keep: bool):
     hs, kept = [], []
     for t in range(xp.shape[0]):
         xp_t = xp[t]
-        rz, rh = gates(xp_t, h @ w_rz, h)
-        h, n = update(xp_t, rh @ w_n, rz, h)
+        rz, rh = gates(xp_t, h, w_rz)
+        h, n = update(xp_t, rh, w_n, rz, h)
         hs.append(h)
         if keep:
             kept.append((rz, rh, n))
@@ -280,9 +286,7 @@ class _GRUBeforeScan(torch.autograd.Function):
         dans, drzs = [None] * steps, [None] * steps
         for t in reversed(range(steps)):
             dh, dans[t] = back_n(d_out[t], dh_rec, a_n[t])
-            drzs[t], dh_direct = back_r(dh, dans[t] @ w_n, a_rz[t], rz[t])
-            if t:
-                dh_rec = torch.addmm(dh_direct, drzs[t], w_rz)
+            drzs[t], dh_rec = back_r(dh, dans[t], w_n, a_rz[t], rz[t], w_rz)
         dan, drz = torch.stack(dans), torch.stack(drzs)
         d_weight = torch.cat([_flat(drz).t() @ _flat(h_prev), _flat(dan).t() @ _flat(rh)], 0)
         return torch.cat([drz, dan], 2), d_weight
