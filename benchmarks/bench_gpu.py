@@ -2,6 +2,7 @@
 
     python benchmarks/bench_gpu.py                       # ~2-4 minutes, compiling included
     python benchmarks/bench_gpu.py --json out.json       # also write the figures as JSON
+    python benchmarks/bench_gpu.py --autotune            # + the scans compiled with max-autotune (~2 min a cell more)
 
 For [64, 500, 64] inputs and 128 units (the issue's case) it times, with CUDA events, medians
 after warm-up:
@@ -255,7 +256,10 @@ def main(argv=None) -> int:
             row["graphed_autotune"]["first_call_s"] = round(time.perf_counter() - t0, 1)
             for k in ("forward", "train"):
                 row["graphed_autotune"][f"{k}_x_cudnn"] = round(row["graphed_autotune"][k] / row["cudnn"][k], 2)
-            print(f"{cell}: graphed_autotune done ({row['graphed_autotune']['first_call_s']} s)", flush=True)
+            print(f"{cell}: graphed_autotune done ({row['graphed_autotune']['first_call_s']} s): {row['graphed_autotune']}", flush=True)
+            if args.json:  # autotuning takes minutes: keep what is done
+                with open(args.json, "w") as f:
+                    json.dump(results, f, indent=1)
         _scan.COMPILE_MODE = None
 
     print()

@@ -355,8 +355,14 @@ class GRUCell(nn.Module):
         return _gru_loop(self, x, *self.tensors(), in_masks, rec_masks, reset_after=True)
 
     def prefers_scan(self, x: torch.Tensor) -> bool:
-        """Train through _scan rather than nn.GRU: small layers, gradients on (SCAN_GRU_MAX_SIZE)."""
-        return x.shape[0] * self.units <= SCAN_GRU_MAX_SIZE and torch.is_grad_enabled() and self.gru.weight_hh_l0.requires_grad
+        """Train through _scan rather than nn.GRU: on the CPU (cuDNN trains GRUs fused), small
+        layers (SCAN_GRU_MAX_SIZE), gradients on."""
+        return (
+            x.device.type == "cpu"
+            and x.shape[0] * self.units <= SCAN_GRU_MAX_SIZE
+            and torch.is_grad_enabled()
+            and self.gru.weight_hh_l0.requires_grad
+        )
 
     def scan(self, x: torch.Tensor) -> torch.Tensor:
         """[B, T, F] -> [B, T, units] through _scan (tanh and sigmoid, no recurrent dropout)."""

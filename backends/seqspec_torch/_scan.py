@@ -43,7 +43,9 @@ def _kernel(fn: Callable, device: torch.device) -> Callable:
     key = (fn, COMPILE_MODE)
     compiled = _compiled.get(key)
     if compiled is None:
-        compiled = _compiled[key] = torch.compile(fn, dynamic=False, fullgraph=True, mode=COMPILE_MODE)
+        # Not fullgraph: past dynamo's recompile limit (new batch sizes, dtypes, layers) a step
+        # falls back to eager, same values, instead of failing.
+        compiled = _compiled[key] = torch.compile(fn, mode=COMPILE_MODE)
     return compiled
 
 
@@ -94,7 +96,8 @@ def _peephole_back(d_out, dh_rec, dc, k_o, k_c, k_ifg, k_prev, weight_hh):
 def _peephole_scan(xp, weight_hh, p_i, p_f, p_o, keep: bool):
     step = _kernel(_peephole_step, xp.device)
     w_t, p_if = weight_hh.t(), torch.stack([p_i, p_f])
-    h = c = xp.new_zeros(xp.shape[1], weight_hh.shape[1])
+    h = xp.new_zeros(xp.shape[1], weight_hh.shape[1])
+    c = torch.zeros_like(h)  # not h itself: a compiled step would recompile for the aliasing
     hs, kept = [], []
     for t in range(xp.shape[0]):
         h, c, *gates = step(xp[t], h, w_t, c, p_if, p_o)
@@ -125,7 +128,7 @@ class _PeepholeScan(torch.autograd.Function):
         k_ifg = torch.stack([g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g)], 2)  # dz_ifg = dc * k_ifg
         k_prev = f + k_ifg[:, :, 0] * p_i + k_ifg[:, :, 1] * p_f  # dc(t-1) = dc(t) * k_prev
         back = _kernel(_peephole_back, out.device)
-        dh_rec = dc = torch.zeros_like(out[0])
+        dh_rec, dc = torch.zeros_like(out[0]), torch.zeros_like(out[0])
         dzs = [None] * steps
         for t in reversed(range(steps)):
             dzs[t], dc, dh_rec = back(d_out[t], dh_rec, dc, k_o[t], k_c[t], k_ifg[t], k_prev[t], weight_hh)
