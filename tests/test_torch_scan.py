@@ -169,3 +169,16 @@ def test_gru_scan_only_trains_small_layers(monkeypatch):
     assert calls["n"] == 0
     small(x).sum().backward()
     assert calls["n"] == 1
+
+
+def test_ln_simple_rnn_inference_carries_its_state_whole():
+    # Without gradients the float64 state is not split into float32 hi + lo parts; the outputs
+    # must still round to the same float32 values, to an ulp, over a long sequence.
+    spec = spec_of([{"type": "rnn", "cell": {"type": "ln_simple_rnn", "units": 6}, "return_sequences": True}], [None, 2])
+    model = backend.build(spec)
+    x = torch.from_numpy(np.random.default_rng(4).standard_normal((3, 500, 2)).astype("float32"))
+    with torch.no_grad():
+        whole = model(x)
+    split = model(x).detach()  # parameters require gradients: the hi + lo loop
+    assert whole.dtype == split.dtype == torch.float32
+    assert torch.max(torch.abs(whole - split)) <= 1.2e-7

@@ -177,6 +177,9 @@ class LNSimpleRNNCell(nn.Module):
         the forward pass is the same, and so is the backward pass, whose gradients reach hi
         in the model's dtype (with a float64 state instead, torch's float32 training drifted
         from Keras's about 100 times faster than for simple_rnn).
+        Without gradients nothing flows back, so the float64 state is carried whole (hi + lo
+        holds it to ~48 bits, the whole to 53; the outputs round to the model's dtype either way:
+        tests/test_torch_scan.py) and the loop is half the ops a step.
         """
         wide, dtype = LN_RECURRENCE_DTYPE, x.dtype
 
@@ -185,6 +188,13 @@ class LNSimpleRNNCell(nn.Module):
 
         xp = _project(x.to(wide), self.weight_ih.to(wide), cast(self.bias), cast(in_masks))
         weight_hh, gamma, beta, rec_masks = self.weight_hh.to(wide), self.gamma.to(wide), self.beta.to(wide), cast(rec_masks)
+        if not torch.is_grad_enabled():
+            h = xp.new_zeros(x.shape[0], self.units)
+            outputs = []
+            for xp_t in xp.unbind(1):
+                h = self.activation(F.layer_norm(xp_t + _recur(h, weight_hh, rec_masks), (self.units,), gamma, beta, self.epsilon))
+                outputs.append(h)
+            return torch.stack(outputs, dim=1).to(dtype)
         hi = lo = x.new_zeros(x.shape[0], self.units)
         outputs = []
         for xp_t in xp.unbind(1):
@@ -355,12 +365,12 @@ class GRUCell(nn.Module):
         return _gru_loop(self, x, *self.tensors(), in_masks, rec_masks, reset_after=True)
 
     def prefers_scan(self, x: torch.Tensor) -> bool:
-        """Train through _scan rather than nn.GRU: on the CPU (cuDNN trains GRUs fused), small
-        layers (SCAN_GRU_MAX_SIZE), gradients on."""
+        """Train through _scan rather than nn.GRU: gradients on, on the CPU (cuDNN trains GRUs
+        fused), small layers (SCAN_GRU_MAX_SIZE)."""
         return (
-            x.device.type == "cpu"
+            torch.is_grad_enabled()
+            and x.device.type == "cpu"
             and x.shape[0] * self.units <= SCAN_GRU_MAX_SIZE
-            and torch.is_grad_enabled()
             and self.gru.weight_hh_l0.requires_grad
         )
 
