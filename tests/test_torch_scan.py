@@ -161,7 +161,7 @@ def test_gru_scan_only_trains_small_layers(monkeypatch):
     # nn.GRU for inference and for big layers; the scan for gradients through small ones.
     calls = _count_scans(monkeypatch)
     small = backend.build(spec_of([{"type": "gru", "units": 4}], [None, 3], dtype="float64"))
-    big = backend.build(spec_of([{"type": "gru", "units": _cells.SCAN_GRU_MAX_SIZE // 2 + 1}], [None, 3], dtype="float64"))
+    big = backend.build(spec_of([{"type": "gru", "units": _cells.SCAN_MAX_SIZE // 2 + 1}], [None, 3], dtype="float64"))
     x = torch.zeros(2, 5, 3, dtype=torch.float64)
     with torch.no_grad():
         small(x)
@@ -182,3 +182,25 @@ def test_ln_simple_rnn_inference_carries_its_state_whole():
     split = model(x).detach()  # parameters require gradients: the hi + lo loop
     assert whole.dtype == split.dtype == torch.float32
     assert torch.max(torch.abs(whole - split)) <= 1.2e-7
+
+
+def test_peephole_scan_trains_small_layers_and_the_loop_does_the_rest_on_the_cpu(monkeypatch):
+    calls = _count_scans(monkeypatch)
+    layer = {"type": "rnn", "cell": {"type": "peephole_lstm", "units": 4}}
+    small = backend.build(spec_of([layer], [None, 3], dtype="float64"))
+    big = backend.build(spec_of([{**layer, "cell": {**layer["cell"], "units": _cells.SCAN_MAX_SIZE // 2 + 1}}], [None, 3], dtype="float64"))
+    x = torch.zeros(2, 5, 3, dtype=torch.float64)
+    with torch.no_grad():
+        small(x)
+    big(x).sum().backward()
+    assert calls["n"] == 0
+    small(x).sum().backward()
+    assert calls["n"] == 1
+
+
+def test_reset_before_gru_always_scans(monkeypatch):
+    calls = _count_scans(monkeypatch)
+    model = backend.build(spec_of([{"type": "gru", "units": 4, "reset_after": False}], [None, 3], dtype="float64"))
+    with torch.no_grad():
+        model(torch.zeros(2, 5, 3, dtype=torch.float64))
+    assert calls["n"] == 1

@@ -24,12 +24,19 @@ CANONICAL_TO_TORCH_GRU = {"z": "z", "r": "r", "g": "n"}
 # The dtype of the ln_simple_rnn recurrence (see LNSimpleRNNCell.loop).
 LN_RECURRENCE_DTYPE = torch.float64
 
-# A GRU (reset_after) whose batch size times units is at most this trains through _scan's
-# hand-written backward rather than nn.GRU, whose CPU backward is autograd over ~90 ops a step.
-# Measured (docs/performance.md, "GRU training"): scan / nn.GRU training step 0.73-0.88 at
-# B * units 1,024-2,048, 1.05-1.37 at 4,096-8,192, where moving the saved gates through memory
-# costs more than the ops it saves.
-SCAN_GRU_MAX_SIZE = 2048
+# On the CPU, a GRU (reset_after) or peephole_lstm layer whose batch size times units is at
+# most this trains through _scan's hand-written backward; above it, through nn.GRU (whose CPU
+# backward is autograd over ~90 ops a step) or the step loop. Measured training steps, scan /
+# the other: GRU 0.73-0.88 at B * units 1,024-2,048 and 1.05-1.37 at 4,096-8,192; peephole_lstm
+# 0.63 at 640, 0.85-0.91 at 2,048, 0.98-1.11 at 4,096, 1.58 at 8,192 (benchmarks/scan_vs_loop.py;
+# docs/performance.md): beyond, moving the saved gates through memory costs more than the
+# dispatches the scan saves. The reset-before GRU's scan is faster at every size measured.
+SCAN_MAX_SIZE = 2048
+
+
+def _small_cpu_training(x: torch.Tensor, units: int, weight: torch.Tensor) -> bool:
+    """Gradients wanted, on the CPU, batch size * units <= SCAN_MAX_SIZE."""
+    return torch.is_grad_enabled() and weight.requires_grad and x.device.type == "cpu" and x.shape[0] * units <= SCAN_MAX_SIZE
 
 
 def _default_gates(node) -> bool:
@@ -299,6 +306,11 @@ class PeepholeLSTMCell(nn.Module):
         peepholes = (self.peephole_i, self.peephole_f, self.peephole_o)
         return _lstm_loop(self, x, self.weight_ih, self.weight_hh, self.bias, in_masks, rec_masks, peepholes)
 
+    def prefers_scan(self, x: torch.Tensor) -> bool:
+        """The scan rather than the loop: on CUDA (compiled steps), for training small layers on
+        the CPU (SCAN_MAX_SIZE); the loop's forward is as fast on the CPU."""
+        return x.device.type == "cuda" or _small_cpu_training(x, self.units, self.weight_hh)
+
     def scan(self, x: torch.Tensor) -> torch.Tensor:
         """[B, T, F] -> [B, T, units] through _scan (tanh and sigmoid, no recurrent dropout)."""
         xp = F.linear(x, self.weight_ih, self.bias)
@@ -365,14 +377,9 @@ class GRUCell(nn.Module):
         return _gru_loop(self, x, *self.tensors(), in_masks, rec_masks, reset_after=True)
 
     def prefers_scan(self, x: torch.Tensor) -> bool:
-        """Train through _scan rather than nn.GRU: gradients on, on the CPU (cuDNN trains GRUs
-        fused), small layers (SCAN_GRU_MAX_SIZE)."""
-        return (
-            torch.is_grad_enabled()
-            and x.device.type == "cpu"
-            and x.shape[0] * self.units <= SCAN_GRU_MAX_SIZE
-            and self.gru.weight_hh_l0.requires_grad
-        )
+        """The scan rather than nn.GRU: for training small layers on the CPU (SCAN_MAX_SIZE);
+        cuDNN trains GRUs fused."""
+        return _small_cpu_training(x, self.units, self.gru.weight_hh_l0)
 
     def scan(self, x: torch.Tensor) -> torch.Tensor:
         """[B, T, F] -> [B, T, units] through _scan (tanh and sigmoid, no recurrent dropout)."""
@@ -410,6 +417,10 @@ class GRUResetBeforeCell(nn.Module):
     def loop(self, x: torch.Tensor, in_masks, rec_masks) -> torch.Tensor:
         """[B, T, F] -> [B, T, units]."""
         return _gru_loop(self, x, self.weight_ih, self.weight_hh, self.bias, None, in_masks, rec_masks, reset_after=False)
+
+    def prefers_scan(self, x: torch.Tensor) -> bool:
+        """Always: faster than the loop at every size measured."""
+        return True
 
     def scan(self, x: torch.Tensor) -> torch.Tensor:
         """[B, T, F] -> [B, T, units] through _scan (tanh and sigmoid, no recurrent dropout)."""
@@ -493,11 +504,10 @@ class Recurrent(nn.Module):
         if rec_masks is None:
             # Without recurrent dropout there is at most one input mask, constant over time.
             masked = x if in_masks is None else x * in_masks[0]
-            scan = self.use_scan and cell.scannable
-            if self.use_fused and cell.fusable and not (scan and cell.prefers_scan(masked)):
-                return cell.fused(masked)
-            if scan:
+            if self.use_scan and cell.scannable and cell.prefers_scan(masked):
                 return cell.scan(masked)
+            if self.use_fused and cell.fusable:
+                return cell.fused(masked)
         return cell.loop(x, in_masks, rec_masks)
 
 
