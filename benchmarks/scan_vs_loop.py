@@ -5,8 +5,9 @@
 
 For peephole_lstm, gru (reset_after false) and gru (reset_after true, against nn.GRU): forward
 without gradients and forward + backward (gradients of every weight), one intra-op thread,
-contenders interleaved, medians of per-call times (ms). The loop at [64, 500, 64] x 128 takes
-tens of seconds a training step, so it is timed once there (--loop-large to skip it).
+contenders interleaved (the first one alternating), medians of per-call times (ms) over
+--repeats samples. The scan is forced whatever `prefers_scan` would choose: these figures are
+what `prefers_scan` (seqspec_torch/_cells.py) was set from.
 """
 
 from __future__ import annotations
@@ -33,26 +34,33 @@ def build(layer: dict, features: int):
     return seqspec.get_backend("torch").build(seqspec.load(json.dumps(doc)))
 
 
+def _always(x) -> bool:
+    return True
+
+
 def use(model, scan: bool) -> None:
+    """scan: the scan whatever prefers_scan would choose; else the loop (nn.GRU for `gru`)."""
     for m in model.modules():
         if isinstance(m, _cells.Recurrent):
             m.use_scan = scan
-            m.use_fused = not scan  # "loop" for nn.GRU's own path is nn.GRU itself
+            m.cell.prefers_scan = _always
+            m.use_fused = not scan  # for `gru` the other path is nn.GRU itself
 
 
-def timed(fn, repeats: int, min_sample: float = 0.1) -> float:
+def timed(fn, min_sample: float = 0.1) -> float:
+    """Seconds a call: back-to-back calls for at least min_sample seconds."""
     t0, n = time.perf_counter(), 0
     while True:
         fn()
         n += 1
-        if time.perf_counter() - t0 >= min_sample or repeats == 0:
+        if time.perf_counter() - t0 >= min_sample:
             return (time.perf_counter() - t0) / n
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--no-large", action="store_true")
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=6)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     sizes = [((32, 50, 1), 20)] + ([] if args.no_large else [((64, 500, 64), 128)])
@@ -72,15 +80,14 @@ def main(argv=None) -> int:
                 model(x).square().mean().backward()
 
             for mode, fn in (("forward", forward), ("train", train)):
-                slow_loop = units == 128 and mode == "train" and name != "gru"
                 samples = {False: [], True: []}
                 for scan in (False, True):
                     use(model, scan)
                     fn()  # warm-up
-                for _ in range(1 if slow_loop else args.repeats):
-                    for scan in (False, True):
+                for r in range(args.repeats):
+                    for scan in ((False, True) if r % 2 else (True, False)):
                         use(model, scan)
-                        samples[scan].append(timed(fn, 0 if (slow_loop and not scan) else 1))
+                        samples[scan].append(timed(fn))
                 loop, scan = statistics.median(samples[False]) * 1e3, statistics.median(samples[True]) * 1e3
                 print(f"| {name} | {list(shape)} | {units} | {mode} | {loop:.3g} | {scan:.3g} | {scan / loop:.2f} |", flush=True)
     return 0
