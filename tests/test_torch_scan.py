@@ -157,11 +157,18 @@ def test_scan_is_not_taken_where_it_does_not_apply(layer, monkeypatch):
     assert calls["n"] == 0
 
 
-def test_gru_scan_only_trains_small_layers(monkeypatch):
-    # nn.GRU for inference and for big layers; the scan for gradients through small ones.
+@pytest.mark.parametrize(
+    "layer",
+    [{"type": "gru", "units": 4}, {"type": "rnn", "cell": {"type": "peephole_lstm", "units": 4}}],
+    ids=["gru-nn.GRU", "peephole_lstm-loop"],
+)
+def test_scan_trains_small_layers_on_the_cpu_and_nothing_else(layer, monkeypatch):
+    # The scan for gradients through small layers; nn.GRU or the loop for inference and big layers.
     calls = _count_scans(monkeypatch)
-    small = backend.build(spec_of([{"type": "gru", "units": 4}], [None, 3], dtype="float64"))
-    big = backend.build(spec_of([{"type": "gru", "units": _cells.SCAN_MAX_SIZE // 2 + 1}], [None, 3], dtype="float64"))
+    inner = layer.get("cell", layer)
+    wide = {**inner, "units": _cells.SCAN_MAX_SIZE // 2 + 1}
+    small = backend.build(spec_of([layer], [None, 3], dtype="float64"))
+    big = backend.build(spec_of([{**layer, "cell": wide} if "cell" in layer else wide], [None, 3], dtype="float64"))
     x = torch.zeros(2, 5, 3, dtype=torch.float64)
     with torch.no_grad():
         small(x)
@@ -182,20 +189,6 @@ def test_ln_simple_rnn_inference_carries_its_state_whole():
     split = model(x).detach()  # parameters require gradients: the hi + lo loop
     assert whole.dtype == split.dtype == torch.float32
     assert torch.max(torch.abs(whole - split)) <= 1.2e-7
-
-
-def test_peephole_scan_trains_small_layers_and_the_loop_does_the_rest_on_the_cpu(monkeypatch):
-    calls = _count_scans(monkeypatch)
-    layer = {"type": "rnn", "cell": {"type": "peephole_lstm", "units": 4}}
-    small = backend.build(spec_of([layer], [None, 3], dtype="float64"))
-    big = backend.build(spec_of([{**layer, "cell": {**layer["cell"], "units": _cells.SCAN_MAX_SIZE // 2 + 1}}], [None, 3], dtype="float64"))
-    x = torch.zeros(2, 5, 3, dtype=torch.float64)
-    with torch.no_grad():
-        small(x)
-    big(x).sum().backward()
-    assert calls["n"] == 0
-    small(x).sum().backward()
-    assert calls["n"] == 1
 
 
 def test_reset_before_gru_always_scans(monkeypatch):
