@@ -22,6 +22,7 @@ it. On the CPU they stay eager: a compiled call costs more there than the ops it
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Callable
 
 import torch
@@ -37,8 +38,9 @@ _compiled: dict = {}
 
 
 def _kernel(fn: Callable, device: torch.device) -> Callable:
-    """fn itself, or on CUDA its torch.compile'd form (compiled once per function and mode)."""
-    if device.type != "cuda" or not COMPILE_ON_CUDA:
+    """fn itself, or on CUDA with Triton installed its torch.compile'd form (compiled once per
+    function and mode; without Triton, torch.compile cannot build CUDA kernels)."""
+    if device.type != "cuda" or not COMPILE_ON_CUDA or importlib.util.find_spec("triton") is None:
         return fn
     key = (fn, COMPILE_MODE)
     compiled = _compiled.get(key)
