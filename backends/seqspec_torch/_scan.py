@@ -14,14 +14,15 @@ The cells are those of `_cells.py` with their default activations (tanh and sigm
 recurrent dropout; everything else takes the plain loop, which is also the reference that
 tests/test_torch_scan.py compares this path with, in float64, outputs and every gradient.
 
-On CUDA the elementwise steps are compiled with `torch.compile` (one fused kernel each instead of
-about ten), which makes a whole sequence a few kernels a step: put the model under a CUDA graph
+On CUDA each step (its matmul and elementwise ops) is compiled with `torch.compile` (a matmul
+and one fused kernel instead of about ten kernels), which makes a sequence a few kernels a step: put the model under a CUDA graph
 (`torch.cuda.make_graphed_callables`) and the launches go too; benchmarks/bench_gpu.py measures
 it. On the CPU they stay eager: a compiled call costs more there than the ops it fuses.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from typing import Callable
 
@@ -30,17 +31,23 @@ import torch
 # Compile the steps on CUDA devices (see the module docstring), with this torch.compile mode:
 # None is the default (cuBLAS matmuls, the elementwise ops fused into one kernel);
 # "max-autotune-no-cudagraphs" also tries Triton matmuls with the elementwise ops fused into
-# them, at minutes of autotuning on the first call (benchmarks/bench_gpu.py measures both).
+# them, at minutes of autotuning on the first call (`benchmarks/bench_gpu.py --autotune`; no
+# figure yet, see docs/performance.md).
 COMPILE_ON_CUDA = True
 COMPILE_MODE = None
 
 _compiled: dict = {}
 
 
+@functools.lru_cache(maxsize=None)
+def _has_triton() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
 def _kernel(fn: Callable, device: torch.device) -> Callable:
     """fn itself, or on CUDA with Triton installed its torch.compile'd form (compiled once per
     function and mode; without Triton, torch.compile cannot build CUDA kernels)."""
-    if device.type != "cuda" or not COMPILE_ON_CUDA or importlib.util.find_spec("triton") is None:
+    if device.type != "cuda" or not COMPILE_ON_CUDA or not _has_triton():
         return fn
     key = (fn, COMPILE_MODE)
     compiled = _compiled.get(key)
