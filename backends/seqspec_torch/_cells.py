@@ -28,8 +28,8 @@ LN_RECURRENCE_DTYPE = torch.float64
 # most this trains through _scan's hand-written backward; above it, through nn.GRU (whose CPU
 # backward is autograd over ~90 ops a step) or the step loop. Measured training steps, scan /
 # the other: GRU 0.73-0.88 at B * units 1,024-2,048 and 1.05-1.37 at 4,096-8,192; peephole_lstm
-# 0.63 at 640, 0.85-0.91 at 2,048, 0.98-1.11 at 4,096, 1.58 at 8,192 (benchmarks/scan_vs_loop.py;
-# docs/performance.md): beyond, moving the saved gates through memory costs more than the
+# 0.59-0.66 at 640, 0.85-0.91 at 2,048, 0.98-1.11 at 4,096, 1.28-1.58 at 8,192
+# (benchmarks/scan_vs_loop.py and one-off runs at the middle sizes; docs/performance.md): beyond, moving the saved gates through memory costs more than the
 # dispatches the scan saves. The reset-before GRU's scan is faster at every size measured.
 SCAN_MAX_SIZE = 2048
 

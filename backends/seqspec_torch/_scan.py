@@ -72,6 +72,14 @@ def _flat(seq: torch.Tensor) -> torch.Tensor:
     return seq.reshape(-1, seq.shape[-1])
 
 
+def _save(ctx, hs: list, kept: list, *tensors) -> torch.Tensor:
+    """Stack a forward pass's outputs (h of each step) and kept gates (a tuple a step) time-major,
+    save `tensors`, the outputs and each kept sequence for the backward pass; return the outputs."""
+    out = torch.stack(hs)
+    ctx.save_for_backward(*tensors, out, *(torch.stack(s) for s in zip(*kept)))
+    return out
+
+
 # Each recurrence below: a forward step (its matmul and elementwise ops; compiled on CUDA), a
 # Function whose forward keeps the gates of every step, and whose backward first turns them, for
 # all steps at once, into the factors each step's gradient is multiplied by (everything that does
@@ -119,11 +127,7 @@ def _peephole_scan(xp, weight_hh, p_i, p_f, p_o, keep: bool):
 class _PeepholeScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xp, weight_hh, p_i, p_f, p_o):
-        hs, kept = _peephole_scan(xp, weight_hh, p_i, p_f, p_o, keep=True)
-        out = torch.stack(hs)
-        c, i_f, g, o, tc = (torch.stack(s) for s in zip(*kept))
-        ctx.save_for_backward(weight_hh, p_i, p_f, p_o, out, c, i_f, g, o, tc)
-        return out
+        return _save(ctx, *_peephole_scan(xp, weight_hh, p_i, p_f, p_o, keep=True), weight_hh, p_i, p_f, p_o)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -191,11 +195,8 @@ def _gru_after_scan(xp, weight_hh, bias_hh, keep: bool):
 class _GRUAfterScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xp, weight_hh, bias_hh):
-        hs, kept = _gru_after_scan(xp, weight_hh, bias_hh, keep=True)
-        out = torch.stack(hs)
         ctx.has_bias = bias_hh is not None
-        ctx.save_for_backward(weight_hh, out, *(torch.stack(s) for s in zip(*kept)))
-        return out
+        return _save(ctx, *_gru_after_scan(xp, weight_hh, bias_hh, keep=True), weight_hh)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -278,10 +279,7 @@ def _gru_before_scan(xp, weight_hh, keep: bool):
 class _GRUBeforeScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xp, weight_hh):
-        hs, kept = _gru_before_scan(xp, weight_hh, keep=True)
-        out = torch.stack(hs)
-        ctx.save_for_backward(weight_hh, out, *(torch.stack(s) for s in zip(*kept)))
-        return out
+        return _save(ctx, *_gru_before_scan(xp, weight_hh, keep=True), weight_hh)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
