@@ -1,21 +1,67 @@
 """seqspec: define a sequence model once in YAML, compile it to Keras and PyTorch, prove they agree."""
 
-from ._backend import Backend, backend_names, get_backend, missing_nodes
-from ._errors import BackendError, BackendUnavailable, DataError, Problem, SpecError
+from ._backend import Backend, Site, Table, backend_names, get_backend, has_arrays, missing_nodes
+from ._errors import BackendError, BackendUnavailable, DataError, Problem, SpecError, WeightsError
 from ._loader import DEFAULT_MAX_PARAMS, load, parse
+from ._rules import Upsampling, Window
 from ._shapes import LayerInfo, ModelInfo, ShapeError, TimeMap, infer
 from ._spec import (
     ACTIVATIONS,
     CELL_CLASSES,
     FORMAT_VERSION,
+    GRU_GATES,
     LAYER_CLASSES,
+    LSTM,
+    LSTM_GATES,
+    GRU,
+    PEEPHOLES,
+    RNN,
+    ActivationLayer,
+    AvgPool1D,
+    BatchNorm,
+    Bidirectional,
+    Conv1D,
+    Cropping1D,
+    Dense,
+    Dropout,
+    EarlyStopping,
+    Flatten,
+    GlobalAvgPool1D,
+    GlobalMaxPool1D,
+    GRUCell,
+    LayerNorm,
+    LNSimpleRNNCell,
+    LSTMCell,
+    MaxPool1D,
+    Optimizer,
+    PeepholeLSTMCell,
+    RepeatVector,
+    SimpleRNN,
+    SimpleRNNCell,
     Spec,
+    TimeDistributed,
+    UpSampling1D,
+    WaveNet,
+    WaveNetConv,
+    ZeroPadding1D,
     activation_name,
     activation_slope,
 )
 from ._weights import initial_weights, layout, load_weights, save_weights
 
 __version__ = "0.1.0"
+
+# Names whose modules import NumPy at import, loaded on first use so that `import seqspec` (and
+# `seqspec validate`) stay fast.
+_LAZY = {"Split": "._data", "Plan": "._train", "RunRecord": "._train"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'seqspec' has no attribute {name!r}")
 
 
 def summary(spec: Spec) -> ModelInfo:
@@ -29,34 +75,75 @@ def build(spec: Spec, backend: str = "keras", weights=None):
 
 
 __all__ = [
-    "ACTIVATIONS",
-    "Backend",
-    "BackendError",
-    "BackendUnavailable",
-    "CELL_CLASSES",
-    "DEFAULT_MAX_PARAMS",
-    "DataError",
-    "FORMAT_VERSION",
-    "LAYER_CLASSES",
-    "LayerInfo",
-    "ModelInfo",
-    "Problem",
-    "ShapeError",
-    "Spec",
-    "SpecError",
-    "TimeMap",
     "activation_name",
     "activation_slope",
+    "ActivationLayer",
+    "ACTIVATIONS",
+    "AvgPool1D",
+    "Backend",
     "backend_names",
+    "BackendError",
+    "BackendUnavailable",
+    "BatchNorm",
+    "Bidirectional",
     "build",
+    "CELL_CLASSES",
+    "Conv1D",
+    "Cropping1D",
+    "DataError",
+    "DEFAULT_MAX_PARAMS",
+    "Dense",
+    "Dropout",
+    "EarlyStopping",
+    "Flatten",
+    "FORMAT_VERSION",
     "get_backend",
+    "GlobalAvgPool1D",
+    "GlobalMaxPool1D",
+    "GRU",
+    "GRU_GATES",
+    "GRUCell",
+    "has_arrays",
     "infer",
     "initial_weights",
+    "LAYER_CLASSES",
+    "LayerInfo",
+    "LayerNorm",
     "layout",
+    "LNSimpleRNNCell",
     "load",
     "load_weights",
+    "LSTM",
+    "LSTM_GATES",
+    "LSTMCell",
+    "MaxPool1D",
     "missing_nodes",
+    "ModelInfo",
+    "Optimizer",
     "parse",
+    "PeepholeLSTMCell",
+    "PEEPHOLES",
+    "Plan",
+    "Problem",
+    "RepeatVector",
+    "RNN",
     "save_weights",
+    "ShapeError",
+    "SimpleRNN",
+    "SimpleRNNCell",
+    "Site",
+    "Spec",
+    "SpecError",
+    "Split",
     "summary",
+    "Table",
+    "TimeDistributed",
+    "TimeMap",
+    "Upsampling",
+    "UpSampling1D",
+    "WaveNet",
+    "WaveNetConv",
+    "WeightsError",
+    "Window",
+    "ZeroPadding1D",
 ]

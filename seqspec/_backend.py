@@ -1,20 +1,116 @@
-"""The interface every backend implements, and lazy discovery through the `seqspec.backends` entry points."""
+"""The interface every backend implements, its shared services, and lazy discovery through the `seqspec.backends` entry points."""
 
 from __future__ import annotations
 
 import abc
+import dataclasses
 import difflib
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+import os
+import sys
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
 from ._errors import BackendError, BackendUnavailable
-from ._spec import CELL_CLASSES, LAYER_CLASSES, Spec
+from ._spec import ACTIVATIONS, CELL_CLASSES, LAYER_CLASSES, Spec, _Layer
 
 ENTRY_POINT_GROUP = "seqspec.backends"
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from ._data import Split
+    from ._train import Plan
+
 Weights = dict[str, "np.ndarray"]
+
+
+def _display_file(module: str) -> str:
+    """A module's source file, relative to the working folder when it lies under it."""
+    path = getattr(sys.modules.get(module), "__file__", None) or module.replace(".", "/") + ".py"
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:  # another drive on Windows
+        return path
+    return path if rel.startswith("..") else rel
+
+
+class Table(dict):
+    """One concern of one backend (its builders, its weight mappings, its activations), keyed by
+    spec node class or by activation name; the same table runs and is read by the conformance test.
+
+    `lookup` is the only way in: a missing entry is a BackendError that names the node type, the
+    backend and the table's file, never a KeyError.
+    """
+
+    def __init__(self, backend: str, concern: str, name: str, module: str, entries: Mapping):
+        super().__init__(entries)
+        self.backend, self.concern, self.name, self.module = backend, concern, name, module
+
+    @property
+    def file(self) -> str:
+        return _display_file(self.module)
+
+    def missing(self, key, what: str = "") -> str:
+        """What to add where, for a key (a node class or an activation name) the table lacks."""
+        what = what or (key.__name__ if isinstance(key, type) else repr(key))
+        return f"the {self.backend} backend has no {self.concern} for {what}: add one to {self.name} in {self.file}"
+
+    def lookup(self, key, where: str = "") -> Callable:
+        """The entry for a node (by its class), a node class or an activation name."""
+        if isinstance(key, (str, type)):
+            cls, what = key, ""
+        else:
+            cls, what = type(key), f"{key.type!r} ({type(key).__name__})"
+        entry = self.get(cls)
+        if entry is None:
+            message = self.missing(cls, what)
+            raise BackendError(f"{where}: {message}" if where else message)
+        return entry
+
+
+@dataclasses.dataclass(frozen=True)
+class Site:
+    """Where a node sits, as its backend's builder sees it: the spec, the node's path in the spec
+    (`("layers", 2)`, `("layers", 2, "layer")` for a wrapped one) and the shape it receives."""
+
+    backend: str
+    spec: Spec
+    path: tuple
+    in_shape: tuple  # the core's input shape, (None, T, F) or (None, F)
+
+    @property
+    def index(self) -> int:
+        """The position of the top-level layer this node is (or is inside of)."""
+        return self.path[1]
+
+    @property
+    def top_level(self) -> bool:
+        return len(self.path) == 2
+
+    @property
+    def n_in(self) -> int:
+        return self.in_shape[-1]
+
+    @property
+    def dtype(self) -> str:
+        return self.spec.dtype
+
+    def where(self) -> str:
+        """`file:line:col: layers[2].layer`, to start an error with."""
+        return self.spec.locate(*self.path)
+
+    def nested(self, key: str) -> "Site":
+        """The site of the node under `key` (a wrapped layer, a cell)."""
+        return dataclasses.replace(self, path=self.path + (key,))
+
+    def unsupported(self, key: str, why: str) -> BackendError:
+        """The error for a key this backend cannot honour exactly, located at the key in the file."""
+        return BackendError(f"{self.spec.locate(*self.path, key)}: the {self.backend} backend {why}")
+
+
+def has_arrays(node) -> bool:
+    """Whether a node (or node class) can have canonical arrays, and so needs a weight mapping in every backend."""
+    cls = node if isinstance(node, type) else type(node)
+    return cls.arrays is not _Layer.arrays if issubclass(cls, _Layer) else True
 
 
 class Backend(abc.ABC):
@@ -24,29 +120,66 @@ class Backend(abc.ABC):
     output is batch-first and channels-last, [batch, time, features] or [batch, features].
     Weights are dicts in the canonical layout of seqspec.layout(spec).
 
-    `builders` maps every spec node class (seqspec.LAYER_CLASSES and seqspec.CELL_CLASSES) to
-    the function that builds it; `weight_maps` maps every node class to its weight mapping
-    (an entry exists even for a node without weights). A test fails when one is missing.
+    A backend declares three tables (seqspec.Table): `builders` maps every spec node class
+    (seqspec.LAYER_CLASSES and seqspec.CELL_CLASSES) to the function that builds it;
+    `weight_maps` maps every node class that has canonical arrays to its weight mapping;
+    `activations` maps every activation name to the function that makes the framework's
+    activation. `seqspec.missing_nodes(backend)` lists what a backend lacks; a test fails on it.
+    A third backend is a package whose entry point in the group `seqspec.backends` names an
+    instance (or a subclass) of this class: nothing in seqspec needs editing.
     """
 
     name: str  # "keras", "torch"
     extra: str  # the pip extra that installs its framework
-    builders: Mapping[type, Callable[..., Any]]
-    weight_maps: Mapping[type, Any]
+    suffix: str  # the file suffix of `save`'s format: ".keras", ".pt"
+    builders: Table
+    weight_maps: Table
+    activations: Table
 
-    @abc.abstractmethod
-    def build(self, spec: Spec, weights: Weights | None = None) -> Any:
+    # --- shared services -----------------------------------------------------------------
+
+    def build(self, spec: Spec, weights: Optional[Weights] = None) -> Any:
         """The native model in spec.dtype. With `weights`, or else with `spec.seed`, it starts from
         those canonical weights (seqspec.initial_weights(spec) for a seed); otherwise from the
         framework's own initialisation."""
+        model = self.compile(spec)
+        start = self.start_weights(spec, weights)
+        if start is not None:
+            self.set_weights(model, spec, start)
+        return model
+
+    @staticmethod
+    def start_weights(spec: Spec, weights: Optional[Weights] = None) -> Optional[Weights]:
+        """The canonical weights a model starts from: the given ones, else the spec's seeded ones, else None."""
+        if weights is not None:
+            return weights
+        if spec.seed is not None:
+            from ._weights import initial_weights
+
+            return initial_weights(spec)
+        return None
+
+    def set_weights(self, model: Any, spec: Spec, weights: Weights) -> None:
+        """Load canonical arrays, after checking every name and shape against the spec's layout
+        (seqspec.WeightsError, naming what is missing, unexpected or misshapen)."""
+        from ._weights import check_weights
+
+        check_weights(spec, weights)
+        self.assign_weights(model, spec, weights)
+
+    # --- what each backend implements ----------------------------------------------------
+
+    @abc.abstractmethod
+    def compile(self, spec: Spec) -> Any:
+        """The native model of `spec` in spec.dtype with the framework's own initial weights."""
+
+    @abc.abstractmethod
+    def assign_weights(self, model: Any, spec: Spec, weights: Weights) -> None:
+        """Copy canonical arrays (already checked against the layout) into the model."""
 
     @abc.abstractmethod
     def get_weights(self, model: Any, spec: Spec) -> Weights:
-        """Every canonical array of the model, trainable and not."""
-
-    @abc.abstractmethod
-    def set_weights(self, model: Any, spec: Spec, weights: Weights) -> None:
-        """Load canonical arrays; a missing name or a wrong shape is a ValueError naming it."""
+        """Every canonical array of the model, trainable and not, in layout order."""
 
     @abc.abstractmethod
     def count_params(self, model: Any) -> tuple[int, int]:
@@ -67,7 +200,13 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def training_output(self, model: Any, x: np.ndarray, seed: int) -> np.ndarray:
-        """One forward pass in training mode (dropout active), for shape checks."""
+        """One forward pass in training mode (dropout active), for shape checks; leaves no trace
+        (batch-norm statistics and random state are put back)."""
+
+    @abc.abstractmethod
+    def fit(self, spec: Spec, model: Any, plan: Plan, train: Split, validation: Split) -> list[dict]:
+        """Train `model` in place to the semantics of seqspec.Plan; one record per epoch run:
+        {"epoch", "loss", "val_loss", each metric and "val_" metric, "time_s"}."""
 
     @abc.abstractmethod
     def save(self, model: Any, spec: Spec, path: str) -> None:
@@ -77,18 +216,24 @@ class Backend(abc.ABC):
     def load(self, path: str) -> Any:
         """Reload a model written by `save`."""
 
-    suffix: str  # the file suffix of `save`'s format: ".keras", ".pt"
+    @abc.abstractmethod
+    def versions(self) -> dict[str, Any]:
+        """The versions of the framework packages this backend runs on, for a run's record."""
 
 
 def missing_nodes(backend: Backend) -> list[str]:
-    """Spec node classes that a backend has no builder or no weight mapping for."""
+    """What a backend lacks, one line each, saying what to add to which table in which file:
+    a builder for every spec node class, a weight mapping for every node class with arrays,
+    an activation for every activation name."""
     missing = []
     for cls in LAYER_CLASSES + CELL_CLASSES:
-        kind = "cell" if cls in CELL_CLASSES else "layer"
         if cls not in backend.builders:
-            missing.append(f"builder for {kind} {cls.__name__}")
-        if cls not in backend.weight_maps:
-            missing.append(f"weight mapping for {kind} {cls.__name__}")
+            missing.append(backend.builders.missing(cls))
+        if cls not in backend.weight_maps and has_arrays(cls):
+            missing.append(backend.weight_maps.missing(cls))
+    for name in ACTIVATIONS:
+        if name not in backend.activations:
+            missing.append(backend.activations.missing(name))
     return missing
 
 
@@ -105,7 +250,7 @@ _loaded: dict[str, Backend] = {}
 def get_backend(name: str) -> Backend:
     """The backend called `name`, imported on first use.
 
-    Raises SeqspecError for an unknown name (with the closest known one suggested) and
+    Raises BackendError for an unknown name (with the closest known one suggested) and
     BackendUnavailable when its framework is not installed (naming the extra to install).
     """
     if name in _loaded:
@@ -125,7 +270,9 @@ def get_backend(name: str) -> Backend:
         raise BackendUnavailable(
             f"the {name} backend needs {missing}, which is not installed: pip install 'seqspec[{name}]'"
         ) from None
-    if callable(backend) and not isinstance(backend, Backend):
+    if isinstance(backend, type) and issubclass(backend, Backend):
         backend = backend()
+    if not isinstance(backend, Backend):
+        raise BackendError(f"the entry point {name!r} of {ENTRY_POINT_GROUP} names {backend!r}, not a seqspec.Backend")
     _loaded[name] = backend
     return backend

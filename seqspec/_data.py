@@ -18,7 +18,7 @@ import numpy as np
 
 from . import _spec as s
 from ._errors import DataError, SpecError
-from ._shapes import ModelInfo, ShapeError, format_shape, infer
+from ._shapes import ModelInfo, ShapeError, TimeMap, format_shape, infer
 
 SPLITS = ("train", "validation", "test")
 
@@ -287,6 +287,8 @@ def plan_targets(spec: s.Spec, steps: int, features: int) -> Targets:
                 f"but the model's output is {format_shape(out)}"
             )
         aligned = tuple(tmap.last_input_step(j) for j in range(info.output_length(steps)))
+        if aligned and aligned[0] < 0:
+            raise SpecError(_leak(spec, info, sum(1 for a in aligned if a < 0)))
         expected = (None, len(aligned), width)
     else:
         aligned = None
@@ -298,6 +300,22 @@ def plan_targets(spec: s.Spec, steps: int, features: int) -> Targets:
             f"{format_shape(expected)}, but the model's output is {format_shape(out)}"
         )
     return Targets(target.kind, horizon, features, aligned)
+
+
+def _leak(spec: s.Spec, info: ModelInfo, n: int) -> str:
+    """The error for output steps aligned to no past or present input step, at the layer that causes it."""
+    tmap = TimeMap()
+    index = len(info.layers) - 1
+    for li in info.layers:
+        tmap = tmap.then(li.time_map) if li.time_map is not None else tmap
+        if (tmap.unaligned_steps() or 0) > 0:
+            index = li.index
+            break
+    steps = "output step 0 is" if n == 1 else f"output steps 0 to {n - 1} are"
+    return (
+        f"{spec.where('layers', index)}: layers[{index}] ({info.layers[index].type}): {steps} aligned to no past or present "
+        f"input step (left zero padding), so their seq2seq targets would come from the future; pad on the right, or crop those steps"
+    )
 
 
 def make_split(windows: np.ndarray, steps: int, targets: Targets) -> Split:

@@ -6,6 +6,14 @@ from dataclasses import dataclass
 from typing import Sequence
 
 
+def field_path(path: Sequence) -> str:
+    """('layers', 1, 'units') -> 'layers[1].units'."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong in a spec, at a place in its file.
@@ -45,6 +53,10 @@ class BackendError(SpecError):
 
 class BackendUnavailable(BackendError):
     """A backend whose framework is not installed; the message names the extra to install."""
+
+
+class WeightsError(SpecError, ValueError):
+    """Canonical weights that do not fit a spec's layout: arrays missing, unexpected or misshapen."""
 
 
 class DataError(SpecError):

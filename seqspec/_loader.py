@@ -12,7 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from . import _spec as s
-from ._errors import Problem, SpecError
+from ._errors import Problem, SpecError, field_path
 from ._shapes import ShapeError, infer
 
 DEFAULT_MAX_PARAMS = 1_000_000_000
@@ -52,14 +52,6 @@ class Source:
     def where(self, path: Path_) -> str:
         line, col = self.mark(path)
         return f"{self.name}:{line}:{col}"
-
-
-def field_path(path: Path_) -> str:
-    """('layers', 1, 'units') -> 'layers[1].units'."""
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
 
 
 # YAML 1.1 (PyYAML) reads `1e-5` as a string because it wants a dot; YAML 1.2 and every user

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import difflib
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Iterator, Literal, NamedTuple, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, PrivateAttr, model_validator, ValidationError, WithJsonSchema
 from pydantic_core import PydanticCustomError
+
+from ._errors import field_path
+from ._rules import GLOROT, ONES, ORTHOGONAL, ZEROS, Array, Shape, ShapeError, TimeMap, TimeOp, Upsampling, Window, format_shape, need_sequence
 
 FORMAT_VERSION = 1
 
@@ -110,7 +113,70 @@ Units = Annotated[int, Field(ge=1)]
 Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
+# --- the rules every node type states --------------------------------------------------------
+
+
+class _Layer(_Node):
+    """A layer type: its keys are the fields; its methods are the core's rules for it.
+
+    `output_shape` is required of every layer type; a layer with canonical arrays defines
+    `arrays`, one that moves steps along time `time_ops` (or `time_map`). Shape inference,
+    parameter counts (the arrays' sizes), the weight layout and the targets' alignment all come
+    from these (docs/adding-a-layer.md).
+    """
+
+    def output_shape(self, index: int, shape: Shape) -> Shape:
+        """The output shape for an input of `shape`; ShapeError (naming `index`) if it cannot take it."""
+        raise ShapeError(
+            index,
+            f"layer type {self.type!r} has no shape rule: define {type(self).__name__}.output_shape in seqspec/_spec.py",
+        )
+
+    def arrays(self, prefix: str, shape: Shape) -> Iterator[Array]:
+        """Its canonical arrays, named `prefix + name`, on an input of `shape` (none by default)."""
+        return iter(())
+
+    def time_ops(self, shape: Shape) -> tuple[TimeOp, ...]:
+        """Its ops along time (windows, pads, upsampling), in order (none by default)."""
+        return ()
+
+    def time_map(self, shape: Shape, out: Shape) -> Optional[TimeMap]:
+        """How its output steps relate to its input steps; None when it removes or replaces the time axis."""
+        if len(shape) != 3 or len(out) != 3:
+            return None
+        tmap = TimeMap()
+        for op in self.time_ops(shape):
+            tmap = tmap.then(op.time_map(shape[1]))
+        return tmap
+
+
+def _per_step(shape: Shape, features: int) -> Shape:
+    return shape[:-1] + (features,)
+
+
+def _window_output(index: int, node, shape: Shape, window: Window) -> Optional[int]:
+    """The output length of a window over the input's time axis (None when that is unknown)."""
+    t = shape[1]
+    if t is None:
+        return None
+    out = window.length(t)
+    if out < 1:
+        if window.kernel == 1:  # cropping
+            raise ShapeError(index, f"{node.type} removes {-sum(window.pads(t))} steps, as many or more than its input {format_shape(shape)} has")
+        raise ShapeError(
+            index,
+            f"{node.type} with a window of {window.span} steps (kernel {window.kernel}, dilation "
+            f"{window.dilation}) is longer than its input {format_shape(shape)} with padding 'valid'",
+        )
+    return out
+
+
 # --- recurrent cells and layers -------------------------------------------------------------
+
+# The canonical gate names, in the order of the canonical arrays (docs/weights.md).
+LSTM_GATES = ("i", "f", "g", "o")
+GRU_GATES = ("z", "r", "g")
+PEEPHOLES = ("i", "f", "o")
 
 
 class _CellKeys(_Node):
@@ -136,10 +202,31 @@ class _GRUKeys(_CellKeys):
     reset_after: bool = True
 
 
+def _gate_arrays(prefix: str, cell, n_in: int, gates: tuple[str, ...], forget_ones: bool = False) -> Iterator[Array]:
+    """kernel_{g} [in, units], recurrent_kernel_{g} [units, units], bias_{g} [units] per gate; each
+    kind drawn as one Keras tensor of all gates."""
+    u, n = cell.units, len(gates)
+    for k, g in enumerate(gates):
+        yield Array(f"{prefix}kernel_{g}", (n_in, u), GLOROT, group=prefix + "kernel", part=k, parts=n)
+    for k, g in enumerate(gates):
+        yield Array(f"{prefix}recurrent_kernel_{g}", (u, u), ORTHOGONAL, group=prefix + "rk", part=k, parts=n)
+    if cell.use_bias:
+        for g in gates:
+            yield Array(f"{prefix}bias_{g}", (u,), ONES if forget_ones and g == "f" else ZEROS)
+
+
 class SimpleRNNCell(_SimpleKeys):
     """y(t) = act(x(t) W_x + y(t-1) W_y + b)."""
 
     type: Literal["simple_rnn"]
+
+    def arrays(self, prefix: str, n_in: int) -> Iterator[Array]:
+        """kernel [in, units], recurrent_kernel [units, units], bias [units]."""
+        u = self.units
+        yield Array(prefix + "kernel", (n_in, u), GLOROT)
+        yield Array(prefix + "recurrent_kernel", (u, u), ORTHOGONAL)
+        if self.use_bias:
+            yield Array(prefix + "bias", (u,), ZEROS)
 
 
 class LSTMCell(_LSTMKeys):
@@ -147,11 +234,22 @@ class LSTMCell(_LSTMKeys):
 
     type: Literal["lstm"]
 
+    def arrays(self, prefix: str, n_in: int) -> Iterator[Array]:
+        """Per gate i, f, g, o: kernel_{g}, recurrent_kernel_{g}, bias_{g} (the f bias ones with unit_forget_bias)."""
+        return _gate_arrays(prefix, self, n_in, LSTM_GATES, forget_ones=self.unit_forget_bias)
+
 
 class GRUCell(_GRUKeys):
     """GRU with gates z, r and candidate g; `reset_after` picks where r applies."""
 
     type: Literal["gru"]
+
+    def arrays(self, prefix: str, n_in: int) -> Iterator[Array]:
+        """Per gate z, r, g: kernel_{g}, recurrent_kernel_{g}, bias_{g}; with reset_after also recurrent_bias_{g}."""
+        yield from _gate_arrays(prefix, self, n_in, GRU_GATES)
+        if self.use_bias and self.reset_after:
+            for g in GRU_GATES:
+                yield Array(f"{prefix}recurrent_bias_{g}", (self.units,), ZEROS)
 
 
 class LNSimpleRNNCell(_SimpleKeys):
@@ -160,65 +258,133 @@ class LNSimpleRNNCell(_SimpleKeys):
     type: Literal["ln_simple_rnn"]
     epsilon: float = Field(0.001, gt=0.0)
 
+    def arrays(self, prefix: str, n_in: int) -> Iterator[Array]:
+        """simple_rnn's arrays, then gamma, beta [units] of the layer norm."""
+        yield from SimpleRNNCell.arrays(self, prefix, n_in)
+        yield Array(prefix + "gamma", (self.units,), ONES)
+        yield Array(prefix + "beta", (self.units,), ZEROS)
+
 
 class PeepholeLSTMCell(_LSTMKeys):
     """LSTM whose i and f gates see c(t-1) and whose o gate sees c(t) (Gers and Schmidhuber, 2000)."""
 
     type: Literal["peephole_lstm"]
 
+    def arrays(self, prefix: str, n_in: int) -> Iterator[Array]:
+        """lstm's arrays, then peephole_i, peephole_f, peephole_o [units]."""
+        yield from _gate_arrays(prefix, self, n_in, LSTM_GATES, forget_ones=self.unit_forget_bias)
+        for g in PEEPHOLES:
+            yield Array(f"{prefix}peephole_{g}", (self.units,), GLOROT)
+
 
 CELL_CLASSES: tuple[type[_Node], ...] = (SimpleRNNCell, LSTMCell, GRUCell, LNSimpleRNNCell, PeepholeLSTMCell)
 Cell = Annotated[Union[CELL_CLASSES], Field(discriminator="type")]
 
 
-class SimpleRNN(_SimpleKeys):
+class _Recurrent(_Layer):
+    """A layer that runs one cell over time (its `cell`, or for simple_rnn, lstm, gru its own keys)."""
+
+    @property
+    def cell_node(self):
+        """The cell this layer runs: `cell` for rnn; for simple_rnn, lstm and gru the cell of the same type and keys."""
+        fields = {k: getattr(self, k) for k in type(self).model_fields if k != "return_sequences"}
+        return _CELL_OF[type(self)].model_construct(**fields)
+
+    def output_shape(self, index: int, shape: Shape) -> Shape:
+        need_sequence(index, self, shape)
+        units = self.cell_node.units
+        return (None, shape[1], units) if self.return_sequences else (None, units)
+
+    def arrays(self, prefix: str, shape: Shape) -> Iterator[Array]:
+        """The cell's arrays, with no extra prefix."""
+        return self.cell_node.arrays(prefix, shape[-1])
+
+    def time_map(self, shape: Shape, out: Shape) -> Optional[TimeMap]:
+        return TimeMap.recurrent() if self.return_sequences else None
+
+
+class SimpleRNN(_SimpleKeys, _Recurrent):
     type: Literal["simple_rnn"]
     return_sequences: bool = False
 
 
-class LSTM(_LSTMKeys):
+class LSTM(_LSTMKeys, _Recurrent):
     type: Literal["lstm"]
     return_sequences: bool = False
 
 
-class GRU(_GRUKeys):
+class GRU(_GRUKeys, _Recurrent):
     type: Literal["gru"]
     return_sequences: bool = False
 
 
-class RNN(_Node):
+class RNN(_Recurrent):
     """A recurrent layer around one cell, as keras.layers.RNN."""
 
     type: Literal["rnn"]
     cell: Cell
     return_sequences: bool = False
 
+    @property
+    def cell_node(self):
+        return self.cell
+
+
+_CELL_OF = {SimpleRNN: SimpleRNNCell, LSTM: LSTMCell, GRU: GRUCell}
 
 RecurrentLayer = Annotated[Union[SimpleRNN, LSTM, GRU, RNN], Field(discriminator="type")]
 
 
-class Bidirectional(_Node):
+class Bidirectional(_Layer):
     type: Literal["bidirectional"]
     layer: RecurrentLayer
     merge_mode: Literal["concat", "sum", "mul", "ave"] = "concat"
+
+    def output_shape(self, index: int, shape: Shape) -> Shape:
+        inner = self.layer.output_shape(index, shape)
+        return _per_step(inner, inner[-1] * (2 if self.merge_mode == "concat" else 1))
+
+    def arrays(self, prefix: str, shape: Shape) -> Iterator[Array]:
+        """forward.{arrays} and backward.{arrays} of the wrapped layer."""
+        yield from self.layer.arrays(prefix + "forward.", shape)
+        yield from self.layer.arrays(prefix + "backward.", shape)
+
+    def time_map(self, shape: Shape, out: Shape) -> Optional[TimeMap]:
+        return self.layer.time_map(shape, out)
 
 
 # --- feed-forward layers ---------------------------------------------------------------------
 
 
-class Dense(_Node):
+class Dense(_Layer):
     type: Literal["dense"]
     units: Units
     activation: Activation = "linear"
     use_bias: bool = True
 
+    def output_shape(self, index: int, shape: Shape) -> Shape:
+        return _per_step(shape, self.units)
 
-class Dropout(_Node):
+    def arrays(self, prefix: str, shape: Shape) -> Iterator[Array]:
+        """kernel [in, units], bias [units]."""
+        yield Array(prefix + "kernel", (shape[-1], self.units), GLOROT)
+        if self.use_bias:
+            yield Array(prefix + "bias", (self.units,), ZEROS)
+
+
+class _SameShape(_Layer):
+    """A layer whose output has its input's shape."""
+
+    def output_shape(self, index: int, shape: Shape) -> Shape:
+        return shape
+
+
+class Dropout(_SameShape):
     type: Literal["dropout"]
     rate: Rate
 
 
-class ActivationLayer(_Node):
+class ActivationLayer(_SameShape):
     type: Literal["activation"]
     activation: Activation
 
@@ -226,29 +392,62 @@ class ActivationLayer(_Node):
 StepLayer = Annotated[Union[Dense, ActivationLayer, Dropout], Field(discriminator="type")]
 
 
-class TimeDistributed(_Node):
+class TimeDistributed(_Layer):
     type: Literal["time_distributed"]
     layer: StepLayer
 
+    def output_shape(self, index: int, shape: Shape) -> Shape:
+        need_sequence(index, self, shape, "to distribute over")
+        return self.layer.output_shape(index, shape)
 
-class Flatten(_Node):
+    def arrays(self, prefix: str, shape: Shape) -> Iterator[Array]:
+        """The per-step layer's arrays, under the same prefix."""
+        return self.layer.arrays(prefix, shape)
+
+
+class Flatten(_Layer):
     type: Literal["flatten"]
 
+    def output_shape(self, index: int, shape: Shape) -> Shape:
+        if len(shape) == 2:
+            return shape
+        if shape[1] is None:
+            raise ShapeError(index, f"flatten needs a fixed time length, got {format_shape(shape)}; set input.shape's time steps")
+        return (None, shape[1] * shape[2])
 
-class RepeatVector(_Node):
+
+class RepeatVector(_Layer):
     type: Literal["repeat_vector"]
     n: Annotated[int, Field(ge=1)]
 
+    def output_shape(self, index: int, shape: Shape) -> Shape:
+        if len(shape) != 2:
+            raise ShapeError(index, f"repeat_vector needs a vector [batch, features], got the sequence {format_shape(shape)}")
+        return (None, self.n, shape[1])
 
-class BatchNorm(_Node):
+
+class BatchNorm(_SameShape):
     type: Literal["batch_norm"]
     momentum: float = Field(0.99, ge=0.0, le=1.0)
     epsilon: float = Field(0.001, gt=0.0)
 
+    def arrays(self, prefix: str, shape: Shape) -> Iterator[Array]:
+        """gamma, beta [features] (trainable); moving_mean, moving_variance [features] (not)."""
+        f = shape[-1]
+        yield Array(prefix + "gamma", (f,), ONES)
+        yield Array(prefix + "beta", (f,), ZEROS)
+        yield Array(prefix + "moving_mean", (f,), ZEROS, trainable=False)
+        yield Array(prefix + "moving_variance", (f,), ONES, trainable=False)
 
-class LayerNorm(_Node):
+
+class LayerNorm(_SameShape):
     type: Literal["layer_norm"]
     epsilon: float = Field(0.001, gt=0.0)
+
+    def arrays(self, prefix: str, shape: Shape) -> Iterator[Array]:
+        """gamma, beta [features]."""
+        yield Array(prefix + "gamma", (shape[-1],), ONES)
+        yield Array(prefix + "beta", (shape[-1],), ZEROS)
 
 
 # --- convolutional layers --------------------------------------------------------------------
@@ -256,13 +455,24 @@ class LayerNorm(_Node):
 Positive = Annotated[int, Field(ge=1)]
 
 
-class Conv1D(_Node):
+def _conv_arrays(prefix: str, kernel_size: int, n_in: int, filters: int, use_bias: bool = True) -> Iterator[Array]:
+    yield Array(prefix + "kernel", (kernel_size, n_in, filters), GLOROT)
+    if use_bias:
+        yield Array(prefix + "bias", (filters,), ZEROS)
+
+
+def _custom_error(kind: str, msg: str) -> PydanticCustomError:
+    return PydanticCustomError(kind, "{msg}", {"msg": msg})
+
+
+class Conv1D(_Layer):
     type: Literal["conv1d"]
     filters: Positive
     kernel_size: Positive
     strides: Positive = 1
     padding: Literal["valid", "same", "causal"] = "valid"
     dilation_rate: Positive = 1
+    groups: Positive = 1
     activation: Activation = "linear"
     use_bias: bool = True
 
@@ -270,15 +480,33 @@ class Conv1D(_Node):
     def _stride_or_dilation(self):
         # Keras refuses the combination; seqspec promises the same function on every backend.
         if self.strides > 1 and self.dilation_rate > 1:
-            raise PydanticCustomError(
+            raise _custom_error(
                 "stride_and_dilation",
-                "{msg}",
-                {"msg": f"strides {self.strides} with dilation_rate {self.dilation_rate}: a convolution may be strided or dilated, not both (Keras refuses it)"},
+                f"strides {self.strides} with dilation_rate {self.dilation_rate}: a convolution may be strided or dilated, not both (Keras refuses it)",
             )
+        if self.filters % self.groups:
+            raise _custom_error("groups", f"filters {self.filters} is not divisible by groups {self.groups}")
         return self
 
+    @property
+    def window(self) -> Window:
+        return Window(self.kernel_size, self.strides, self.dilation_rate, self.padding)
 
-class _Pool(_Node):
+    def output_shape(self, index: int, shape: Shape) -> Shape:
+        need_sequence(index, self, shape)
+        if shape[2] % self.groups:
+            raise ShapeError(index, f"conv1d with groups {self.groups} needs input channels divisible by it, got {format_shape(shape)}")
+        return (None, _window_output(index, self, shape, self.window), self.filters)
+
+    def arrays(self, prefix: str, shape: Shape) -> Iterator[Array]:
+        """kernel [kernel_size, in / groups, filters], bias [filters]."""
+        return _conv_arrays(prefix, self.kernel_size, shape[-1] // self.groups, self.filters, self.use_bias)
+
+    def time_ops(self, shape: Shape) -> tuple[TimeOp, ...]:
+        return (self.window,)
+
+
+class _Pool(_Layer):
     pool_size: Positive
     strides: Optional[Positive] = None
     padding: Literal["valid", "same"] = "valid"
@@ -287,6 +515,17 @@ class _Pool(_Node):
     def stride(self) -> int:
         """The effective stride: `strides`, or `pool_size` when unset (as Keras)."""
         return self.pool_size if self.strides is None else self.strides
+
+    @property
+    def window(self) -> Window:
+        return Window(self.pool_size, self.stride, 1, self.padding)
+
+    def output_shape(self, index: int, shape: Shape) -> Shape:
+        need_sequence(index, self, shape)
+        return (None, _window_output(index, self, shape, self.window), shape[2])
+
+    def time_ops(self, shape: Shape) -> tuple[TimeOp, ...]:
+        return (self.window,)
 
 
 class MaxPool1D(_Pool):
@@ -297,15 +536,35 @@ class AvgPool1D(_Pool):
     type: Literal["avg_pool1d"]
 
 
-class GlobalMaxPool1D(_Node):
+class _GlobalPool(_Layer):
+    def output_shape(self, index: int, shape: Shape) -> Shape:
+        need_sequence(index, self, shape)
+        return (None, shape[2])
+
+
+class GlobalMaxPool1D(_GlobalPool):
     type: Literal["global_max_pool1d"]
 
 
-class GlobalAvgPool1D(_Node):
+class GlobalAvgPool1D(_GlobalPool):
     type: Literal["global_avg_pool1d"]
 
 
-class WaveNet(_Node):
+# At most this many convolutions in one wavenet block, checked before the rates are expanded.
+MAX_WAVENET_CONVOLUTIONS = 10_000
+
+
+class WaveNetConv(NamedTuple):
+    """One convolution inside a wavenet block."""
+
+    name: str  # the canonical arrays' prefix inside the block: `input`, `stack{j}_d{rate}.dilated`, `.residual`
+    kernel_size: int
+    dilation_rate: int
+    in_channels: int
+    filters: int
+
+
+class WaveNet(_Layer):
     """A stack of causal dilated convolutions, simplified (`gated: false`) or as in the paper."""
 
     type: Literal["wavenet"]
@@ -319,10 +578,14 @@ class WaveNet(_Node):
     @model_validator(mode="after")
     def _activation_only_when_simplified(self):
         if self.gated and "activation" in self.model_fields_set:
-            raise PydanticCustomError(
-                "gated_activation",
-                "{msg}",
-                {"msg": "activation applies to the simplified form (gated: false); the gated form uses tanh(a) * sigmoid(b)"},
+            raise _custom_error(
+                "gated_activation", "activation applies to the simplified form (gated: false); the gated form uses tanh(a) * sigmoid(b)"
+            )
+        if len(self.dilation_rates) * self.repeats > MAX_WAVENET_CONVOLUTIONS:
+            raise _custom_error(
+                "wavenet_size",
+                f"{len(self.dilation_rates)} dilation rates x repeats {self.repeats:,} is {len(self.dilation_rates) * self.repeats:,} "
+                f"convolutions; a wavenet block has at most {MAX_WAVENET_CONVOLUTIONS:,}",
             )
         return self
 
@@ -330,6 +593,123 @@ class WaveNet(_Node):
     def rates(self) -> list[int]:
         """Every dilation rate in order, `dilation_rates` repeated `repeats` times."""
         return list(self.dilation_rates) * self.repeats
+
+    def convolutions(self, n_in: int) -> list[WaveNetConv]:
+        """The block's convolutions in order, on `n_in` input channels: gated, the input convolution
+        then a (dilated to 2*filters, 1x1 residual) pair per rate; simplified, one per rate."""
+        f, k = self.filters, self.kernel_size
+        if not self.gated:
+            return [WaveNetConv(f"stack{j}_d{rate}.dilated", k, rate, n_in if j == 0 else f, f) for j, rate in enumerate(self.rates)]
+        convs = [WaveNetConv("input", k, 1, n_in, f)]
+        for j, rate in enumerate(self.rates):
+            convs.append(WaveNetConv(f"stack{j}_d{rate}.dilated", k, rate, f, 2 * f))
+            convs.append(WaveNetConv(f"stack{j}_d{rate}.residual", 1, 1, f, f))
+        return convs
+
+    def output_shape(self, index: int, shape: Shape) -> Shape:
+        need_sequence(index, self, shape)
+        return (None, shape[1], self.filters)
+
+    def arrays(self, prefix: str, shape: Shape) -> Iterator[Array]:
+        """{conv name}.kernel [k, in, out] and .bias [out] per convolution (see `convolutions`)."""
+        for conv in self.convolutions(shape[-1]):
+            yield from _conv_arrays(f"{prefix}{conv.name}.", conv.kernel_size, conv.in_channels, conv.filters)
+
+    def time_ops(self, shape: Shape) -> tuple[TimeOp, ...]:
+        # The 1x1 residual convolutions move no step.
+        return tuple(Window(c.kernel_size, 1, c.dilation_rate, "causal") for c in self.convolutions(shape[-1]) if not c.name.endswith(".residual"))
+
+
+# --- padding, cropping and upsampling along time ------------------------------------------------
+
+
+def _pair(value: Any) -> tuple[int, int]:
+    """An int n (n steps at each end) or [left, right], each an integer >= 0."""
+    items = value if isinstance(value, list) else [value]
+    if not isinstance(value, list) and not (isinstance(value, int) and not isinstance(value, bool)):
+        raise _custom_error("pair_type", f"must be an integer or a list [left, right], got {_described(value)}")
+    if isinstance(value, list) and len(value) != 2:
+        raise _custom_error("pair_length", f"must be an integer or a list [left, right] of two integers, got a list of {len(value)}")
+    for item in items:
+        if not isinstance(item, int) or isinstance(item, bool):
+            raise _custom_error("pair_type", f"must be integers, got {_described(item)}")
+        if item < 0:
+            raise _custom_error("pair_range", f"must be >= 0, got {item}")
+    return (value, value) if not isinstance(value, list) else (value[0], value[1])
+
+
+def _described(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if isinstance(value, float):
+        return f"the number {value!r}"
+    if value is None:
+        return "null"
+    return "a mapping" if isinstance(value, dict) else repr(value)
+
+
+_PAIR_SCHEMA = {
+    "anyOf": [
+        {"type": "integer", "minimum": 0},
+        {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 2, "maxItems": 2},
+    ],
+    "description": "An integer n (n steps at each end), or [left, right].",
+}
+
+Pair = Annotated[
+    tuple[int, int],
+    PlainValidator(_pair),
+    PlainSerializer(lambda v: list(v), return_type=Any),
+    WithJsonSchema(_PAIR_SCHEMA),
+]
+
+
+class ZeroPadding1D(_Layer):
+    """Zeros added at the start and end of the time axis, as keras.layers.ZeroPadding1D."""
+
+    type: Literal["zero_padding1d"]
+    padding: Pair = Field(1, validate_default=True)
+
+    def output_shape(self, index: int, shape: Shape) -> Shape:
+        need_sequence(index, self, shape)
+        return (None, None if shape[1] is None else shape[1] + sum(self.padding), shape[2])
+
+    def time_ops(self, shape: Shape) -> tuple[TimeOp, ...]:
+        return (Window(1, 1, 1, self.padding),)
+
+
+class Cropping1D(_Layer):
+    """Steps dropped from the start and end of the time axis, as keras.layers.Cropping1D."""
+
+    type: Literal["cropping1d"]
+    cropping: Pair = Field(1, validate_default=True)
+
+    @property
+    def window(self) -> Window:
+        return Window(1, 1, 1, (-self.cropping[0], -self.cropping[1]))
+
+    def output_shape(self, index: int, shape: Shape) -> Shape:
+        need_sequence(index, self, shape)
+        return (None, _window_output(index, self, shape, self.window), shape[2])
+
+    def time_ops(self, shape: Shape) -> tuple[TimeOp, ...]:
+        return (self.window,)
+
+
+class UpSampling1D(_Layer):
+    """Every step repeated `size` times, as keras.layers.UpSampling1D."""
+
+    type: Literal["upsampling1d"]
+    size: Positive = 2
+
+    def output_shape(self, index: int, shape: Shape) -> Shape:
+        need_sequence(index, self, shape)
+        return (None, None if shape[1] is None else shape[1] * self.size, shape[2])
+
+    def time_ops(self, shape: Shape) -> tuple[TimeOp, ...]:
+        return (Upsampling(self.size),)
 
 
 LAYER_CLASSES: tuple[type[_Node], ...] = (
@@ -352,10 +732,12 @@ LAYER_CLASSES: tuple[type[_Node], ...] = (
     GlobalMaxPool1D,
     GlobalAvgPool1D,
     WaveNet,
+    ZeroPadding1D,
+    Cropping1D,
+    UpSampling1D,
 )
 # One discriminated union over the tuple, so adding a layer type is one line here.
 Layer = Annotated[Union[LAYER_CLASSES], Field(discriminator="type")]
-
 
 
 # --- input and training ----------------------------------------------------------------------
@@ -455,6 +837,10 @@ class Spec(_Node):
         if self._source is None:
             return f"<{self.name}>"
         return self._source.where(tuple(path))
+
+    def locate(self, *path: Union[str, int]) -> str:
+        """`file:line:col: layers[2].layer`: the place and field path of the value at `path`, for errors."""
+        return f"{self.where(*path)}: {field_path(path)}" if path else self.where()
 
 
 def activation_name(act: Activation) -> str:

@@ -1,14 +1,12 @@
-"""`seqspec train`: load data, train on one backend, report against the naive baseline and write the run's files.
+"""`seqspec train`'s work: load data, train on one backend, score against the naive baseline; a run record.
 
-The framework-specific loop lives in each backend's `_train` module (seqspec_keras._train,
-seqspec_torch._train), imported only when training starts; both implement `fit(spec, model,
-plan, train, validation) -> list of per-epoch records` with the same semantics (see Plan).
+The framework-specific loop is each backend's `fit` (seqspec.Backend.fit), with the same
+semantics on every backend (see Plan). Writing the run's files is seqspec._files.write_run;
+printing is the CLI's.
 """
 
 from __future__ import annotations
 
-import importlib
-import json
 import os
 import platform
 import resource
@@ -143,11 +141,43 @@ def train(spec: s.Spec, backend_name: str, plan: Plan, prepared: Optional[Prepar
 
     prepared = prepared or prepare(spec, plan.seed)
     backend = get_backend(backend_name)
-    trainer = importlib.import_module(f"seqspec_{backend_name}._train")
     model = backend.build(prepared.spec)
     start = time.perf_counter()
-    history = trainer.fit(prepared.spec, model, plan, prepared.splits["train"], prepared.splits["validation"])
+    history = backend.fit(prepared.spec, model, plan, prepared.splits["train"], prepared.splits["validation"])
     return Run(model, history, time.perf_counter() - start), prepared
+
+
+@dataclass
+class RunRecord:
+    """A finished, scored run: what `seqspec train` prints and writes (seqspec._files.write_run)."""
+
+    backend: Any  # the seqspec.Backend it ran on
+    spec: s.Spec  # the spec as trained (with the run's seed)
+    plan: Plan
+    prepared: Prepared
+    run: Run
+    scores: dict
+    naive: dict
+    metrics: dict  # the contents of metrics.json
+
+    def table(self) -> str:
+        return format_table(self.plan, self.scores, self.naive)
+
+    def summary(self) -> str:
+        epoch_time = self.metrics["epoch_time_s"]
+        n = len(self.run.history)
+        return f"{self.spec.name}: {n} epoch{'' if n == 1 else 's'} in {self.run.wall_time_s:.1f} s ({epoch_time:.2f} s/epoch)"
+
+
+def run_training(spec: s.Spec, backend_name: str, plan: Plan, prepared: Prepared) -> RunRecord:
+    """Train per `plan` on prepared data, score every split against the naive baseline, and record it."""
+    from ._backend import get_backend
+
+    backend = get_backend(backend_name)
+    run, _ = train(spec, backend_name, plan, prepared)
+    scores, naive = evaluate(backend, run.model, prepared, plan)
+    record = metrics_record(prepared.spec, backend, plan, prepared, run, scores, naive)
+    return RunRecord(backend, prepared.spec, plan, prepared, run, scores, naive, record)
 
 
 # --- reporting -------------------------------------------------------------------------------
@@ -173,28 +203,14 @@ def peak_rss_mib() -> float:
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
-def _versions(backend_name: str) -> dict:
-    out = {"python": platform.python_version(), "numpy": np.__version__}
-    if backend_name == "keras":
-        import keras
-        import tensorflow as tf
-
-        out.update(keras=keras.__version__, tensorflow=tf.__version__)
-    else:
-        import torch
-
-        out.update(torch=torch.__version__, torch_threads=torch.get_num_threads())
-    return out
-
-
-def metrics_record(spec: s.Spec, backend_name: str, plan: Plan, prepared: Prepared, run: Run, scores: dict, naive: dict) -> dict:
+def metrics_record(spec: s.Spec, backend, plan: Plan, prepared: Prepared, run: Run, scores: dict, naive: dict) -> dict:
     """The contents of metrics.json."""
     history = run.history
     best = min(range(len(history)), key=lambda i: history[i]["val_loss"]) if history else None
     times = [h["time_s"] for h in history]
     return {
         "spec": spec.name,
-        "backend": backend_name,
+        "backend": backend.name,
         "seed": plan.seed,
         "dtype": spec.dtype,
         "data": {
@@ -218,7 +234,7 @@ def metrics_record(spec: s.Spec, backend_name: str, plan: Plan, prepared: Prepar
         "epoch_time_s": float(np.mean(times)) if times else None,
         "epoch_time_s_after_first": float(np.mean(times[1:])) if len(times) > 1 else None,
         "peak_rss_mib": peak_rss_mib(),
-        "versions": _versions(backend_name),
+        "versions": {"python": platform.python_version(), "numpy": np.__version__, **backend.versions()},
         "machine": {"platform": platform.platform(), "processor": cpu_name(), "cpus": os.cpu_count()},
     }
 
@@ -287,53 +303,3 @@ def plot_forecasts(path: str, record: dict, split: _data.Split, pred: np.ndarray
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=90)
     plt.close(fig)
-
-
-def write_outputs(out: Path, backend, model, spec: s.Spec, record: dict, prepared: Prepared) -> list[Path]:
-    """Write the run's files atomically into `out` (created here): the saved model, weights.safetensors,
-    metrics.json, learning_curves.png and forecasts.png."""
-    from safetensors.numpy import save_file
-
-    from .cli import atomic_write
-
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-
-    def put(name: str, write) -> None:
-        target = out / name
-        atomic_write(str(target), write, suffix=target.suffix)
-        paths.append(target)
-
-    weights = {k: np.ascontiguousarray(v) for k, v in backend.get_weights(model, spec).items()}
-    # Save a fresh build with the trained weights: the trained model also carries its training
-    # setup (Keras saves the compiled loss, metrics and optimizer, which load only where this
-    # module's metric is registered), and the saved model is the spec's model, nothing more.
-    clean = backend.build(spec, weights)
-    put("model" + backend.suffix, lambda tmp: backend.save(clean, spec, tmp))
-    put("weights.safetensors", lambda tmp: save_file(weights, tmp, metadata={"spec": spec.name, "backend": backend.name}))
-    put("metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2) + "\n"))
-    put("learning_curves.png", lambda tmp: plot_learning_curves(tmp, record))
-    val = prepared.splits["validation"]
-    pred = predict(backend, model, val.x[:3])
-    put("forecasts.png", lambda tmp: plot_forecasts(tmp, record, _data.Split(val.x[:3], val.y[:3]), pred, prepared.targets))
-    return paths
-
-
-def cmd_train(spec: s.Spec, args) -> int:
-    """`seqspec train`: args.backend, args.epochs, args.batch_size, args.out, args.seed. Returns the exit code."""
-    from ._backend import get_backend
-
-    plan = make_plan(spec, args.epochs, args.batch_size, args.seed)
-    prepared = prepare(spec, plan.seed)  # every data problem is raised here, before anything is written
-    backend = get_backend(args.backend)
-    sizes = ", ".join(f"{k} {len(v.x)}" for k, v in prepared.splits.items())
-    print(f"{spec.name}: training on {args.backend}: {prepared.windows.origin}; {sizes}; target {prepared.targets.kind}", flush=True)
-    run, _ = train(spec, args.backend, plan, prepared)
-    scores, naive = evaluate(backend, run.model, prepared, plan)
-    record = metrics_record(prepared.spec, args.backend, plan, prepared, run, scores, naive)
-    print(format_table(plan, scores, naive))
-    out = Path(args.out or os.path.join("runs", f"{spec.name}-{args.backend}"))
-    write_outputs(out, backend, run.model, prepared.spec, record, prepared)
-    epoch_time = record["epoch_time_s"]
-    print(f"{spec.name}: {len(run.history)} epochs in {run.wall_time_s:.1f} s ({epoch_time:.2f} s/epoch); wrote {out}/", flush=True)
-    return EXIT_OK

@@ -2,134 +2,25 @@
 
 Every array is named `layers.{i}.{name}` after the layer's position in the spec and follows
 the textbook equations (x W, so input kernels are [in_features, units]). docs/weights.md
-describes every layer's arrays; `layout(spec)` lists them with their shapes.
+describes every layer's arrays, which each node class lists (seqspec/_spec.py `arrays`);
+`layout(spec)` lists them with their shapes.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator, Optional
+from typing import TYPE_CHECKING, Optional
+
+from . import _spec as s
+from ._rules import GLOROT, ONES, ORTHOGONAL, ZEROS, Array
+from ._shapes import infer
 
 if TYPE_CHECKING:
     import numpy as np
 
-from . import _spec as s
-from ._shapes import infer
-
-LSTM_GATES = ("i", "f", "g", "o")
-GRU_GATES = ("z", "r", "g")
-PEEPHOLES = ("i", "f", "o")
-
-# How each array is initialised, as Keras does by default: kernels glorot_uniform, recurrent
-# kernels orthogonal, biases zeros (the LSTM forget bias ones with unit_forget_bias),
-# normalisation gains ones and shifts zeros, batch-norm moving variance ones.
-GLOROT, ORTHOGONAL, ZEROS, ONES = "glorot_uniform", "orthogonal", "zeros", "ones"
-
-
-class Array:
-    """One canonical array: its name, shape, whether it trains, and how Keras would draw it.
-
-    `group` names the arrays that Keras draws as one tensor (an LSTM's four gate kernels are one
-    [in, 4*units] glorot draw); `part` is this array's slice along the group's last axis.
-    """
-
-    __slots__ = ("name", "shape", "init", "trainable", "group", "part", "parts")
-
-    def __init__(self, name, shape, init, trainable=True, group=None, part=0, parts=1):
-        self.name, self.shape, self.init, self.trainable = name, tuple(shape), init, trainable
-        self.group, self.part, self.parts = group, part, parts
-
-
-def _recurrent_arrays(prefix: str, cell, n_in: int) -> Iterator[Array]:
-    u, t = cell.units, cell.type
-    if t in ("simple_rnn", "ln_simple_rnn"):
-        yield Array(prefix + "kernel", (n_in, u), GLOROT)
-        yield Array(prefix + "recurrent_kernel", (u, u), ORTHOGONAL)
-        if cell.use_bias:
-            yield Array(prefix + "bias", (u,), ZEROS)
-        if t == "ln_simple_rnn":
-            yield Array(prefix + "gamma", (u,), ONES)
-            yield Array(prefix + "beta", (u,), ZEROS)
-        return
-    gates = LSTM_GATES if t in ("lstm", "peephole_lstm") else GRU_GATES
-    n = len(gates)
-    for k, g in enumerate(gates):
-        yield Array(f"{prefix}kernel_{g}", (n_in, u), GLOROT, group=prefix + "kernel", part=k, parts=n)
-    for k, g in enumerate(gates):
-        yield Array(f"{prefix}recurrent_kernel_{g}", (u, u), ORTHOGONAL, group=prefix + "rk", part=k, parts=n)
-    if cell.use_bias:
-        for g in gates:
-            forget = t != "gru" and g == "f" and cell.unit_forget_bias
-            yield Array(f"{prefix}bias_{g}", (u,), ONES if forget else ZEROS)
-        if t == "gru" and cell.reset_after:
-            for g in gates:
-                yield Array(f"{prefix}recurrent_bias_{g}", (u,), ZEROS)
-    if t == "peephole_lstm":
-        for g in PEEPHOLES:
-            yield Array(f"{prefix}peephole_{g}", (u,), GLOROT)
-
-
-def _conv_arrays(prefix: str, k: int, n_in: int, filters: int, use_bias: bool = True) -> Iterator[Array]:
-    yield Array(prefix + "kernel", (k, n_in, filters), GLOROT)
-    if use_bias:
-        yield Array(prefix + "bias", (filters,), ZEROS)
-
-
-def wavenet_conv_names(layer: s.WaveNet) -> list[tuple[str, int, int, int, int]]:
-    """The convolutions inside a wavenet block, in order: (name, kernel, dilation, in, out).
-
-    `in` of the first convolution is 0: it takes the block's input features.
-    Names: `input` (gated only), `stack{j}_d{rate}.dilated`, `stack{j}_d{rate}.residual` (gated only).
-    """
-    f, k = layer.filters, layer.kernel_size
-    convs = []
-    if layer.gated:
-        convs.append(("input", k, 1, 0, f))
-        for j, rate in enumerate(layer.rates):
-            convs.append((f"stack{j}_d{rate}.dilated", k, rate, f, 2 * f))
-            convs.append((f"stack{j}_d{rate}.residual", 1, 1, f, f))
-    else:
-        for j, rate in enumerate(layer.rates):
-            convs.append((f"stack{j}_d{rate}.dilated", k, rate, 0 if j == 0 else f, f))
-    return convs
-
-
-def _layer_arrays(prefix: str, layer, in_shape) -> Iterator[Array]:
-    t, n_in = layer.type, in_shape[-1]
-    if t in ("simple_rnn", "lstm", "gru"):
-        yield from _recurrent_arrays(prefix, layer, n_in)
-    elif t == "rnn":
-        yield from _recurrent_arrays(prefix, layer.cell, n_in)
-    elif t == "bidirectional":
-        yield from _layer_arrays(prefix + "forward.", layer.layer, in_shape)
-        yield from _layer_arrays(prefix + "backward.", layer.layer, in_shape)
-    elif t == "dense":
-        yield Array(prefix + "kernel", (n_in, layer.units), GLOROT)
-        if layer.use_bias:
-            yield Array(prefix + "bias", (layer.units,), ZEROS)
-    elif t == "time_distributed":
-        yield from _layer_arrays(prefix, layer.layer, in_shape)
-    elif t == "batch_norm":
-        yield Array(prefix + "gamma", (n_in,), ONES)
-        yield Array(prefix + "beta", (n_in,), ZEROS)
-        yield Array(prefix + "moving_mean", (n_in,), ZEROS, trainable=False)
-        yield Array(prefix + "moving_variance", (n_in,), ONES, trainable=False)
-    elif t == "layer_norm":
-        yield Array(prefix + "gamma", (n_in,), ONES)
-        yield Array(prefix + "beta", (n_in,), ZEROS)
-    elif t == "conv1d":
-        yield from _conv_arrays(prefix, layer.kernel_size, n_in, layer.filters, layer.use_bias)
-    elif t == "wavenet":
-        for name, k, _, c_in, c_out in wavenet_conv_names(layer):
-            yield from _conv_arrays(f"{prefix}{name}.", k, c_in or n_in, c_out)
-
 
 def arrays(spec: s.Spec) -> list[Array]:
     """Every canonical array of the spec, in layer order."""
-    info = infer(spec)
-    out: list[Array] = []
-    for layer, li in zip(spec.layers, info.layers):
-        out.extend(_layer_arrays(f"layers.{li.index}.", layer, li.input_shape))
-    return out
+    return [a for layer in infer(spec).layers for a in layer.arrays]
 
 
 def layout(spec: s.Spec) -> dict[str, tuple[int, ...]]:
@@ -197,8 +88,8 @@ def initial_weights(spec: s.Spec, seed: Optional[int] = None, dtype: Optional[st
 
 
 def check_weights(spec: s.Spec, weights: dict, source: str = "weights") -> None:
-    """Raise SpecError unless `weights` has exactly the spec's canonical arrays with their shapes."""
-    from ._errors import SpecError
+    """Raise WeightsError unless `weights` has exactly the spec's canonical arrays with their shapes."""
+    from ._errors import WeightsError
 
     want = layout(spec)
     missing = [n for n in want if n not in weights]
@@ -206,7 +97,7 @@ def check_weights(spec: s.Spec, weights: dict, source: str = "weights") -> None:
     wrong = [f"{n} is {tuple(weights[n].shape)}, the spec needs {want[n]}" for n in want if n in weights and tuple(weights[n].shape) != want[n]]
     problems = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unexpected {', '.join(extra)}"] if extra else []) + wrong
     if problems:
-        raise SpecError(f"{source}: does not fit spec {spec.name!r}: " + "; ".join(problems))
+        raise WeightsError(f"{source}: does not fit spec {spec.name!r}: " + "; ".join(problems))
 
 
 def save_weights(weights: dict, path: str, spec: Optional[s.Spec] = None) -> None:

@@ -6,13 +6,14 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import traceback
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 from . import _loader
+from ._backend import backend_names
 from ._errors import SpecError
+from ._files import atomic_write
 from ._shapes import format_shape, infer
 
 EXIT_OK, EXIT_FAIL, EXIT_INVALID = 0, 1, 2
@@ -65,9 +66,10 @@ def _summary_json(spec, info) -> dict:
         if tmap is None
         else {
             "output_length": info.length_formula(),
-            "stride": tmap.stride,
+            "stride": _number(tmap.stride),
             "last_input_step_of_output_0": tmap.last,
             "receptive_field": tmap.receptive_field,
+            "unaligned_output_steps": tmap.unaligned_steps(),
         },
         "layers": [
             {
@@ -79,7 +81,7 @@ def _summary_json(spec, info) -> dict:
                 "trainable_params": li.trainable_params,
                 "non_trainable_params": li.non_trainable_params,
                 "receptive_field": None if li.time_map is None else li.time_map.receptive_field,
-                "stride": None if li.time_map is None else li.time_map.stride,
+                "stride": None if li.time_map is None else _number(li.time_map.stride),
                 "time": _layer_time(li) or None,
             }
             for li in info.layers
@@ -87,18 +89,9 @@ def _summary_json(spec, info) -> dict:
     }
 
 
-def _sees(tmap) -> str:
-    """'2*j .. 2*j + 3': the input steps that output step j sees."""
-    if tmap.last is None:
-        return "steps that depend on T ('same' padding with a stride)"
-    if tmap.receptive_field is None:
-        return f"steps up to {_affine(tmap.stride, tmap.last)}"
-    return f"{_affine(tmap.stride, tmap.first)} .. {_affine(tmap.stride, tmap.last)}"
-
-
-def _affine(stride: int, offset: int) -> str:
-    j = "j" if stride == 1 else f"{stride}*j"
-    return j if offset == 0 else f"{j} {'+' if offset > 0 else '-'} {abs(offset)}"
+def _number(value):
+    """An int, or a fraction (an upsampled stride) as the string '1/2'."""
+    return value if isinstance(value, int) else str(value)
 
 
 def _alignment(info) -> str:
@@ -106,18 +99,20 @@ def _alignment(info) -> str:
     if tmap is None:
         return "the output has no time axis aligned to the input"
     rf = "all earlier steps (recurrent)" if tmap.receptive_field is None else f"{tmap.receptive_field} steps"
-    return f"output length {info.length_formula()}; receptive field {rf}; output step j sees input {_sees(tmap)}"
+    text = f"output length {info.length_formula()}; receptive field {rf}; output step j sees input {tmap.sees()}"
+    unaligned = tmap.unaligned_steps()
+    if unaligned:
+        steps = "output step 0" if unaligned == 1 else f"output steps 0 to {unaligned - 1}"
+        text += f"; {steps} see no past or present input step (left zero padding): train refuses seq2seq targets for them"
+    return text
 
 
 def _layer_time(li) -> str:
-    """The time column of the summary table: for layers that slide windows along time."""
-    if not li.windows:
+    """The time column of the summary table: for layers that move steps along time."""
+    if not li.time_ops:
         return ""
-    length = "T"
-    for window in li.windows:
-        f = window.length_formula()
-        length = f if length == "T" else f.replace("T", f"({length})")
-    return f"T -> {length}; rf {li.time_map.receptive_field}; j sees {_sees(li.time_map)}"
+    rf = li.time_map.receptive_field
+    return f"T -> {li.length_formula()}; rf {rf}; j sees {li.time_map.sees()}"
 
 
 def cmd_summary(args) -> int:
@@ -161,21 +156,6 @@ def cmd_schema(args) -> int:
     else:
         sys.stdout.write(schema_text())
     return EXIT_OK
-
-
-def atomic_write(path: str, write: Callable[[str], None], suffix: str = "") -> None:
-    """Call write(tmp) on a temporary file beside `path`, then rename it over `path`: a failure
-    leaves neither a half-written file nor a clobbered old one."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix or target.suffix, dir=target.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _quiet_frameworks() -> None:
@@ -239,7 +219,9 @@ def cmd_check(args) -> int:
 def cmd_train(args) -> int:
     import importlib.util
 
-    from ._train import cmd_train as run
+    from . import _train
+    from ._backend import get_backend
+    from ._files import write_run
 
     spec = _load(args.spec, args.max_params)
     # Checked before training, not when the plots are drawn at the end of it.
@@ -247,13 +229,24 @@ def cmd_train(args) -> int:
     if missing:
         raise SpecError(f"seqspec train needs {' and '.join(missing)}, which is not installed: pip install 'seqspec[train]'")
     _quiet_frameworks()
-    return run(spec, args)
+    plan = _train.make_plan(spec, args.epochs, args.batch_size, args.seed)
+    prepared = _train.prepare(spec, plan.seed)  # every data problem is raised here, before anything is written
+    get_backend(args.backend)
+    sizes = ", ".join(f"{k} {len(v.x)}" for k, v in prepared.splits.items())
+    print(f"{spec.name}: training on {args.backend}: {prepared.windows.origin}; {sizes}; target {prepared.targets.kind}", flush=True)
+    record = _train.run_training(spec, args.backend, plan, prepared)
+    print(record.table())
+    out = Path(args.out or os.path.join("runs", f"{spec.name}-{args.backend}"))
+    write_run(out, record)
+    print(f"{record.summary()}; wrote {out}/", flush=True)
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seqspec", description="Define sequence models once; compile them to Keras and PyTorch.")
     parser.add_argument("--version", action="version", version="seqspec 0.1.0")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    backends = backend_names()  # the installed entry points: a third backend is a plugin
 
     def budget(p):
         p.add_argument("--max-params", type=int, default=_loader.DEFAULT_MAX_PARAMS, help="refuse specs with more parameters (default 1e9)")
@@ -275,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compile", help="write a backend's saved model of a spec")
     p.add_argument("spec", metavar="SPEC")
-    p.add_argument("--backend", required=True, choices=["keras", "torch"])
+    p.add_argument("--backend", required=True, choices=backends)
     p.add_argument("-o", "--output", metavar="PATH")
     p.add_argument("--weights", metavar="FILE", help="start from canonical weights in a .safetensors file (e.g. trained on the other backend)")
     budget(p)
@@ -290,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a spec on either backend (its `train:` section, overridden by flags)")
     p.add_argument("spec", metavar="SPEC")
-    p.add_argument("--backend", required=True, choices=["keras", "torch"])
+    p.add_argument("--backend", required=True, choices=backends)
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--out", metavar="DIR", help="output directory (default runs/NAME-BACKEND)")

@@ -27,7 +27,7 @@ SEQ = [None, 3]
 def test_every_node_has_a_builder_and_a_weight_mapping():
     assert seqspec.missing_nodes(BACKEND) == []
     for cls in seqspec.LAYER_CLASSES + seqspec.CELL_CLASSES:
-        assert cls in BACKEND.builders and cls in BACKEND.weight_maps
+        assert cls in BACKEND.builders and (cls in BACKEND.weight_maps or not seqspec.has_arrays(cls))
 
 
 LEAKY = {"name": "leaky_relu", "negative_slope": 0.1}
@@ -105,6 +105,10 @@ NODES = {
     "wavenet_keys": ([{"type": "wavenet", "filters": 3, "kernel_size": 3, "dilation_rates": [1, 2], "repeats": 2, "activation": LEAKY}], SEQ),
     "wavenet_gated": ([{"type": "wavenet", "filters": 4, "gated": True, "dilation_rates": [1, 2, 4]}], SEQ),
     "wavenet_gated_repeats": ([{"type": "wavenet", "filters": 2, "gated": True, "kernel_size": 3, "dilation_rates": [1, 3], "repeats": 2}], [8, 2]),
+    "conv1d_groups": ([{"type": "conv1d", "filters": 6, "kernel_size": 2, "groups": 3, "padding": "causal"}], [None, 3]),
+    "zero_padding1d": ([{"type": "zero_padding1d", "padding": [2, 1]}], SEQ),
+    "cropping1d": ([{"type": "cropping1d", "cropping": [1, 2]}], [9, 3]),
+    "upsampling1d": ([{"type": "upsampling1d", "size": 3}], SEQ),
 }
 
 

@@ -77,6 +77,9 @@ NODE_CASES = [
     ([{"type": "wavenet", "filters": 4, "kernel_size": 3, "dilation_rates": [1, 2], "repeats": 2, "activation": "tanh"}], [None, 3]),
     ([{"type": "wavenet", "filters": 4, "gated": True, "dilation_rates": [1, 2, 4]}], [None, 3]),
     ([{"type": "conv1d", "filters": 4, "kernel_size": 3}, {"type": "batch_norm"}, {"type": "max_pool1d", "pool_size": 2}, {"type": "global_max_pool1d"}], [None, 3]),
+    ([{"type": "conv1d", "filters": 6, "kernel_size": 3, "groups": 3, "strides": 2, "padding": "same"}], [None, 3]),
+    ([{"type": "zero_padding1d", "padding": 2}, {"type": "conv1d", "filters": 2, "kernel_size": 3}, {"type": "cropping1d"}], [None, 3]),
+    ([{"type": "cropping1d", "cropping": [2, 0]}, {"type": "upsampling1d"}], [None, 3]),
 ]
 
 
@@ -511,7 +514,7 @@ def test_convolutions_stay_channels_first_between_layers():
     info = seqspec.infer(spec)
     t = 10
     for out, li in zip(outs, info.layers):
-        t = t if not li.windows else li.windows[-1].length(t)
+        t = t if not li.time_ops else li.time_ops[-1].length(t)
         assert out.shape == (2, t, li.output_shape[-1])
     np.testing.assert_array_equal(outs[-1], backend.predict(model, x))
 
@@ -539,10 +542,10 @@ def test_build_without_seed_uses_torch_init_and_given_weights_win():
 
 
 def test_a_node_without_builder_is_a_located_backend_error(monkeypatch):
-    from seqspec_torch import _backend
+    import seqspec_torch
 
     spec = spec_of([{"type": "dense", "units": 2}], [3])
-    monkeypatch.delitem(_backend.LAYER_BUILDERS, seqspec._spec.Dense)
+    monkeypatch.delitem(seqspec_torch.BUILDERS, seqspec.Dense)
     with pytest.raises(seqspec.BackendError, match=r"layers\[0\].*torch.*'dense'"):
         backend.build(spec)
 

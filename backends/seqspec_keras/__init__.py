@@ -7,13 +7,14 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from ._backend import KerasBackend  # noqa: E402
-from ._builders import BUILDERS  # noqa: E402
-from ._layers import LeakyReLU, LNSimpleRNNCell, PeepholeLSTMCell, WaveNet, keras_activation  # noqa: E402
+from ._builders import BUILDERS, Site  # noqa: E402
+from ._layers import ACTIVATIONS, LeakyReLU, LNSimpleRNNCell, PeepholeLSTMCell, WaveNet, keras_activation  # noqa: E402
 from ._weights import CANONICAL_GATE, KERAS_GRU_GATES, KERAS_LSTM_GATES, WEIGHT_MAPS, Binding  # noqa: E402
 
 backend = KerasBackend()
 
 __all__ = [
+    "ACTIVATIONS",
     "BUILDERS",
     "Binding",
     "CANONICAL_GATE",
@@ -23,6 +24,7 @@ __all__ = [
     "LNSimpleRNNCell",
     "LeakyReLU",
     "PeepholeLSTMCell",
+    "Site",
     "WEIGHT_MAPS",
     "WaveNet",
     "backend",

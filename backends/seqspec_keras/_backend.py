@@ -6,7 +6,6 @@ import os
 import shutil
 import tempfile
 import weakref
-from typing import Optional
 
 import keras
 import numpy as np
@@ -17,6 +16,7 @@ from seqspec import Spec
 
 from . import _weights
 from ._builders import BACKEND_NAME, BUILDERS, build_model
+from ._layers import ACTIVATIONS
 from ._weights import WEIGHT_MAPS, model_bindings
 
 SUFFIX = ".keras"
@@ -63,23 +63,27 @@ class KerasBackend(seqspec.Backend):
     suffix = SUFFIX
     builders = BUILDERS
     weight_maps = WEIGHT_MAPS
+    activations = ACTIVATIONS
 
-    def build(self, spec: Spec, weights: Optional[dict[str, np.ndarray]] = None) -> keras.Model:
-        """The keras.Model of `spec` in spec.dtype, from `weights`, else seqspec.initial_weights for a
-        seeded spec, else Keras's own initialisation. Raises seqspec.BackendError for a key Keras
-        cannot honour exactly, naming the layer, the key and this backend."""
-        model = build_model(spec)
-        if weights is None and spec.seed is not None:
-            weights = seqspec.initial_weights(spec)
-        if weights is not None:
-            self.set_weights(model, spec, weights)
-        return model
+    def compile(self, spec: Spec) -> keras.Model:
+        """The keras.Model of `spec` in spec.dtype with Keras's own initialisation. Raises
+        seqspec.BackendError for a key Keras cannot honour exactly, naming the layer, the key and
+        this backend."""
+        return build_model(spec)
 
     def get_weights(self, model: keras.Model, spec: Spec) -> dict[str, np.ndarray]:
         return _weights.get_weights(model, spec)
 
-    def set_weights(self, model: keras.Model, spec: Spec, weights: dict[str, np.ndarray]) -> None:
+    def assign_weights(self, model: keras.Model, spec: Spec, weights: dict[str, np.ndarray]) -> None:
         _weights.set_weights(model, spec, weights)
+
+    def fit(self, spec: Spec, model: keras.Model, plan, train, validation) -> list[dict]:
+        from ._train import fit
+
+        return fit(spec, model, plan, train, validation)
+
+    def versions(self) -> dict:
+        return {"keras": keras.__version__, "tensorflow": tf.__version__}
 
     def count_params(self, model: keras.Model) -> tuple[int, int]:
         def count(variables) -> int:

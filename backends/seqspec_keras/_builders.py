@@ -2,42 +2,32 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Optional
+import dataclasses
+from typing import Optional
 
 import keras
 
-import seqspec
-from seqspec import _spec as s
-from seqspec._loader import field_path
+import seqspec as s
 
 from ._layers import LNSimpleRNNCell, PeepholeLSTMCell, WaveNet, keras_activation
 
 BACKEND_NAME = "keras"
 
 
-@dataclass(frozen=True)
-class Site:
-    """Where a node sits: the Keras name and dtype to give it, and its path in the spec, for errors.
+@dataclasses.dataclass(frozen=True)
+class Site(s.Site):
+    """seqspec.Site, plus the Keras name to give the layer: `layers.{i}` for a top-level one, None
+    for a nested one (Keras names it)."""
 
-    `name` is None for nested layers (Keras names them); `path` is e.g. ("layers", 2, "layer").
-    """
-
-    name: Optional[str]
-    spec: s.Spec
-    path: tuple
-
-    @property
-    def dtype(self) -> str:
-        return self.spec.dtype
+    name: Optional[str] = None
 
     def nested(self, key: str) -> "Site":
-        return Site(None, self.spec, self.path + (key,))
+        return dataclasses.replace(self, path=self.path + (key,), name=None)
 
-    def unsupported(self, key: str, why: str) -> seqspec.BackendError:
-        """The error for a key this backend cannot honour exactly, located at the key in the file."""
-        path = self.path + (key,)
-        return seqspec.BackendError(f"{self.spec.where(*path)}: {field_path(path)}: the {BACKEND_NAME} backend {why}")
+
+def build(node, site: Site):
+    """The Keras layer or cell of any node, through BUILDERS (a missing entry is a located BackendError)."""
+    return BUILDERS.lookup(node, site.where())(node, site)
 
 
 # --- recurrent cells ---------------------------------------------------------------------------
@@ -106,12 +96,12 @@ def gru(node: s.GRU, site: Site):
 
 
 def rnn(node: s.RNN, site: Site):
-    cell = BUILDERS[type(node.cell)](node.cell, site.nested("cell"))
+    cell = build(node.cell, site.nested("cell"))
     return keras.layers.RNN(cell, return_sequences=node.return_sequences, dtype=site.dtype, name=site.name)
 
 
 def bidirectional(node: s.Bidirectional, site: Site):
-    inner = BUILDERS[type(node.layer)](node.layer, site.nested("layer"))
+    inner = build(node.layer, site.nested("layer"))
     return keras.layers.Bidirectional(inner, merge_mode=node.merge_mode, dtype=site.dtype, name=site.name)
 
 
@@ -132,7 +122,7 @@ def time_distributed(node: s.TimeDistributed, site: Site):
     (3, 7, 4) through TimeDistributed(Dense(3)) came out (3, 3, 3)). Dense, Activation and
     Dropout, the only layers the spec lets it wrap, compute the same function without it.
     """
-    return BUILDERS[type(node.layer)](node.layer, Site(site.name, site.spec, site.path + ("layer",)))
+    return build(node.layer, dataclasses.replace(site, path=site.path + ("layer",)))
 
 
 def flatten(node: s.Flatten, site: Site):
@@ -179,6 +169,7 @@ def conv1d(node: s.Conv1D, site: Site):
         strides=node.strides,
         padding=node.padding,
         dilation_rate=node.dilation_rate,
+        groups=node.groups,
         activation=keras_activation(node.activation),
         use_bias=node.use_bias,
         dtype=site.dtype,
@@ -215,32 +206,56 @@ def wavenet(node: s.WaveNet, site: Site):
     )
 
 
-BUILDERS: dict[type, Callable[..., keras.layers.Layer]] = {
-    s.SimpleRNNCell: simple_rnn_cell,
-    s.LSTMCell: lstm_cell,
-    s.GRUCell: gru_cell,
-    s.LNSimpleRNNCell: ln_simple_rnn_cell,
-    s.PeepholeLSTMCell: peephole_lstm_cell,
-    s.SimpleRNN: simple_rnn,
-    s.LSTM: lstm,
-    s.GRU: gru,
-    s.RNN: rnn,
-    s.Bidirectional: bidirectional,
-    s.Dense: dense,
-    s.TimeDistributed: time_distributed,
-    s.Flatten: flatten,
-    s.RepeatVector: repeat_vector,
-    s.Dropout: dropout,
-    s.ActivationLayer: activation,
-    s.BatchNorm: batch_norm,
-    s.LayerNorm: layer_norm,
-    s.Conv1D: conv1d,
-    s.MaxPool1D: max_pool1d,
-    s.AvgPool1D: avg_pool1d,
-    s.GlobalMaxPool1D: global_max_pool1d,
-    s.GlobalAvgPool1D: global_avg_pool1d,
-    s.WaveNet: wavenet,
-}
+# --- padding, cropping and upsampling along time -------------------------------------------------
+
+
+def zero_padding1d(node: s.ZeroPadding1D, site: Site):
+    return keras.layers.ZeroPadding1D(node.padding, dtype=site.dtype, name=site.name)
+
+
+def cropping1d(node: s.Cropping1D, site: Site):
+    return keras.layers.Cropping1D(node.cropping, dtype=site.dtype, name=site.name)
+
+
+def upsampling1d(node: s.UpSampling1D, site: Site):
+    return keras.layers.UpSampling1D(node.size, dtype=site.dtype, name=site.name)
+
+
+BUILDERS: s.Table = s.Table(
+    BACKEND_NAME,
+    "builder",
+    "BUILDERS",
+    __name__,
+    {
+        s.SimpleRNNCell: simple_rnn_cell,
+        s.LSTMCell: lstm_cell,
+        s.GRUCell: gru_cell,
+        s.LNSimpleRNNCell: ln_simple_rnn_cell,
+        s.PeepholeLSTMCell: peephole_lstm_cell,
+        s.SimpleRNN: simple_rnn,
+        s.LSTM: lstm,
+        s.GRU: gru,
+        s.RNN: rnn,
+        s.Bidirectional: bidirectional,
+        s.Dense: dense,
+        s.TimeDistributed: time_distributed,
+        s.Flatten: flatten,
+        s.RepeatVector: repeat_vector,
+        s.Dropout: dropout,
+        s.ActivationLayer: activation,
+        s.BatchNorm: batch_norm,
+        s.LayerNorm: layer_norm,
+        s.Conv1D: conv1d,
+        s.MaxPool1D: max_pool1d,
+        s.AvgPool1D: avg_pool1d,
+        s.GlobalMaxPool1D: global_max_pool1d,
+        s.GlobalAvgPool1D: global_avg_pool1d,
+        s.WaveNet: wavenet,
+        s.ZeroPadding1D: zero_padding1d,
+        s.Cropping1D: cropping1d,
+        s.UpSampling1D: upsampling1d,
+    },
+)
 
 
 def layer_name(index: int) -> str:
@@ -251,7 +266,7 @@ def layer_name(index: int) -> str:
 def build_model(spec: s.Spec) -> keras.Model:
     """The functional keras.Model of `spec`: keras.Input then one Keras layer per spec layer, named `layers.{i}`."""
     x = inputs = keras.Input(shape=tuple(spec.input.shape), dtype=spec.dtype, name="input")
-    for i, node in enumerate(spec.layers):
-        site = Site(layer_name(i), spec, ("layers", i))
-        x = BUILDERS[type(node)](node, site)(x)
+    info = s.infer(spec)
+    for i, (node, li) in enumerate(zip(spec.layers, info.layers)):
+        x = build(node, Site(BACKEND_NAME, spec, ("layers", i), li.input_shape, name=layer_name(i)))(x)
     return keras.Model(inputs, x, name=spec.name)

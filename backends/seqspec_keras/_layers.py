@@ -59,15 +59,28 @@ class GELU:
         return cls()
 
 
+def _by_name(act) -> str:
+    return seqspec.activation_name(act)
+
+
+# Each activation name to the maker of its Keras activation: Keras's own by name, or an object
+# for the two whose Keras form is not exact in float64 (leaky_relu carries its slope).
+ACTIVATIONS = seqspec.Table(
+    "keras",
+    "activation",
+    "ACTIVATIONS",
+    __name__,
+    {
+        **{name: _by_name for name in ("linear", "relu", "tanh", "sigmoid", "softmax", "elu", "selu", "softplus", "silu", "hard_sigmoid")},
+        "gelu": lambda act: GELU(),
+        "leaky_relu": lambda act: LeakyReLU(seqspec.activation_slope(act)),
+    },
+)
+
+
 def keras_activation(act) -> str | LeakyReLU | GELU:
-    """The Keras activation of a spec activation: its name, or an object for the two whose Keras
-    form is not exact in float64 (leaky_relu carries its slope)."""
-    name = seqspec.activation_name(act)
-    if name == "leaky_relu":
-        return LeakyReLU(seqspec.activation_slope(act))
-    if name == "gelu":
-        return GELU()
-    return name
+    """The Keras activation of a spec activation, through ACTIVATIONS."""
+    return ACTIVATIONS.lookup(seqspec.activation_name(act))(act)
 
 
 class _Cell(DropoutRNNCell, keras.layers.Layer):

@@ -1,4 +1,4 @@
-"""Training with Keras's own `fit`, to the semantics of seqspec._train.Plan (batch order, optimizers, early stopping)."""
+"""Training with Keras's own `fit`, to the semantics of seqspec.Plan (batch order, optimizers, early stopping)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from seqspec import _spec as s
-from seqspec._data import Split
-from seqspec._train import Plan
+import seqspec as s
+from seqspec import Plan, Split
 
 EVAL_BATCH = 1024  # validation batch size: only speed depends on it, the mean is over every value
 

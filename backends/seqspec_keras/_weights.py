@@ -14,11 +14,9 @@ from typing import Callable
 import keras
 import numpy as np
 
-import seqspec
-from seqspec import _spec as s
-from seqspec._weights import arrays
+import seqspec as s
 
-from ._builders import layer_name
+from ._builders import BACKEND_NAME, layer_name
 
 # Keras's gate order inside its concatenated kernels, and the canonical name of each gate.
 KERAS_LSTM_GATES = ("i", "f", "c", "o")
@@ -67,7 +65,7 @@ def _gated(variable, prefix: str, keras_gates: tuple[str, ...]) -> Binding:
 # --- recurrent cells (a recurrent layer maps through its .cell) ---------------------------------
 
 
-def simple_rnn_map(cell, node, prefix: str) -> list[Binding]:
+def simple_rnn_map(node, cell, prefix: str) -> list[Binding]:
     """SimpleRNNCell: kernel [in, units], recurrent_kernel [units, units], bias [units]
     <-> the canonical arrays of the same names and shapes."""
     out = [_one(cell.kernel, prefix + "kernel"), _one(cell.recurrent_kernel, prefix + "recurrent_kernel")]
@@ -76,12 +74,12 @@ def simple_rnn_map(cell, node, prefix: str) -> list[Binding]:
     return out
 
 
-def ln_simple_rnn_map(cell, node, prefix: str) -> list[Binding]:
+def ln_simple_rnn_map(node, cell, prefix: str) -> list[Binding]:
     """LNSimpleRNNCell: simple_rnn's arrays plus gamma [units], beta [units] <-> the same names."""
-    return simple_rnn_map(cell, node, prefix) + [_one(cell.gamma, prefix + "gamma"), _one(cell.beta, prefix + "beta")]
+    return simple_rnn_map(node, cell, prefix) + [_one(cell.gamma, prefix + "gamma"), _one(cell.beta, prefix + "beta")]
 
 
-def lstm_map(cell, node, prefix: str) -> list[Binding]:
+def lstm_map(node, cell, prefix: str) -> list[Binding]:
     """LSTMCell: kernel [in, 4*units], recurrent_kernel [units, 4*units], bias [4*units], gates (i|f|c|o)
     <-> kernel_{i,f,g,o} [in, units], recurrent_kernel_{i,f,g,o} [units, units], bias_{i,f,g,o} [units]."""
     out = [
@@ -93,13 +91,13 @@ def lstm_map(cell, node, prefix: str) -> list[Binding]:
     return out
 
 
-def peephole_lstm_map(cell, node, prefix: str) -> list[Binding]:
+def peephole_lstm_map(node, cell, prefix: str) -> list[Binding]:
     """PeepholeLSTMCell: lstm's arrays plus peephole_i, peephole_f, peephole_o [units] <-> the same names."""
     peepholes = [_one(cell.peephole_i, prefix + "peephole_i"), _one(cell.peephole_f, prefix + "peephole_f")]
-    return lstm_map(cell, node, prefix) + peepholes + [_one(cell.peephole_o, prefix + "peephole_o")]
+    return lstm_map(node, cell, prefix) + peepholes + [_one(cell.peephole_o, prefix + "peephole_o")]
 
 
-def gru_map(cell, node, prefix: str) -> list[Binding]:
+def gru_map(node, cell, prefix: str) -> list[Binding]:
     """GRUCell: kernel [in, 3*units], recurrent_kernel [units, 3*units], gates (z|r|h), bias [3*units]
     (reset_after false) or [2, 3*units] (reset_after true: row 0 input bias, row 1 recurrent bias)
     <-> kernel_{z,r,g} [in, units], recurrent_kernel_{z,r,g} [units, units], bias_{z,r,g} [units]
@@ -120,33 +118,27 @@ def gru_map(cell, node, prefix: str) -> list[Binding]:
 def _through_cell(cell_map: Callable) -> Callable:
     """The map of a recurrent layer (SimpleRNN, LSTM, GRU) from its cell's map."""
 
-    def layer_map(layer, node, prefix: str) -> list[Binding]:
-        return cell_map(layer.cell, node, prefix)
+    def layer_map(node, layer, prefix: str) -> list[Binding]:
+        return cell_map(node, layer.cell, prefix)
 
     layer_map.__doc__ = f"The layer's .cell, mapped by {cell_map.__name__}."
     return layer_map
 
 
-def rnn_map(layer, node: s.RNN, prefix: str) -> list[Binding]:
+def rnn_map(node: s.RNN, layer, prefix: str) -> list[Binding]:
     """keras.layers.RNN: its .cell, mapped by the cell's own map, under the same prefix."""
-    return WEIGHT_MAPS[type(node.cell)](layer.cell, node.cell, prefix)
+    return bindings(node.cell, layer.cell, prefix)
 
 
-def bidirectional_map(layer, node: s.Bidirectional, prefix: str) -> list[Binding]:
+def bidirectional_map(node: s.Bidirectional, layer, prefix: str) -> list[Binding]:
     """Bidirectional: forward_layer -> `forward.*`, backward_layer -> `backward.*`, each as the wrapped layer."""
-    inner = WEIGHT_MAPS[type(node.layer)]
-    return inner(layer.forward_layer, node.layer, prefix + "forward.") + inner(layer.backward_layer, node.layer, prefix + "backward.")
+    return bindings(node.layer, layer.forward_layer, prefix + "forward.") + bindings(node.layer, layer.backward_layer, prefix + "backward.")
 
 
 # --- feed-forward and convolutional layers -----------------------------------------------------
 
 
-def no_weights(layer, node, prefix: str) -> list[Binding]:
-    """A layer without weights (flatten, repeat_vector, dropout, activation, pools)."""
-    return []
-
-
-def dense_map(layer, node: s.Dense, prefix: str) -> list[Binding]:
+def dense_map(node: s.Dense, layer, prefix: str) -> list[Binding]:
     """Dense: kernel [in, units], bias [units] <-> the same names and shapes."""
     out = [_one(layer.kernel, prefix + "kernel")]
     if node.use_bias:
@@ -154,19 +146,19 @@ def dense_map(layer, node: s.Dense, prefix: str) -> list[Binding]:
     return out
 
 
-def time_distributed_map(layer, node: s.TimeDistributed, prefix: str) -> list[Binding]:
+def time_distributed_map(node: s.TimeDistributed, layer, prefix: str) -> list[Binding]:
     """time_distributed: the per-step layer's arrays, under the same prefix (the builder uses the
     per-step Keras layer itself, see _builders.time_distributed)."""
-    return WEIGHT_MAPS[type(node.layer)](layer, node.layer, prefix)
+    return bindings(node.layer, layer, prefix)
 
 
-def batch_norm_map(layer, node: s.BatchNorm, prefix: str) -> list[Binding]:
+def batch_norm_map(node: s.BatchNorm, layer, prefix: str) -> list[Binding]:
     """BatchNormalization: gamma, beta, moving_mean, moving_variance [features] <-> the same names."""
     names = ("gamma", "beta", "moving_mean", "moving_variance")
     return [_one(getattr(layer, name), prefix + name) for name in names]
 
 
-def layer_norm_map(layer, node: s.LayerNorm, prefix: str) -> list[Binding]:
+def layer_norm_map(node: s.LayerNorm, layer, prefix: str) -> list[Binding]:
     """LayerNormalization: gamma, beta [features] <-> the same names."""
     return [_one(layer.gamma, prefix + "gamma"), _one(layer.beta, prefix + "beta")]
 
@@ -178,12 +170,12 @@ def _conv(layer, prefix: str, use_bias: bool = True) -> list[Binding]:
     return out
 
 
-def conv1d_map(layer, node: s.Conv1D, prefix: str) -> list[Binding]:
-    """Conv1D: kernel [kernel_size, in, filters], bias [filters] <-> the same names and shapes."""
+def conv1d_map(node: s.Conv1D, layer, prefix: str) -> list[Binding]:
+    """Conv1D: kernel [kernel_size, in / groups, filters], bias [filters] <-> the same names and shapes."""
     return _conv(layer, prefix, node.use_bias)
 
 
-def wavenet_map(layer, node: s.WaveNet, prefix: str) -> list[Binding]:
+def wavenet_map(node: s.WaveNet, layer, prefix: str) -> list[Binding]:
     """WaveNet: input_conv -> `input.*`, dilated[j] -> `stack{j}_d{rate}.dilated.*`,
     residual[j] -> `stack{j}_d{rate}.residual.*`; each a Conv1D's kernel [k, in, out] and bias [out]."""
     out = _conv(layer.input_conv, prefix + "input.") if node.gated else []
@@ -194,42 +186,47 @@ def wavenet_map(layer, node: s.WaveNet, prefix: str) -> list[Binding]:
     return out
 
 
-WEIGHT_MAPS: dict[type, Callable[..., list[Binding]]] = {
-    s.SimpleRNNCell: simple_rnn_map,
-    s.LSTMCell: lstm_map,
-    s.GRUCell: gru_map,
-    s.LNSimpleRNNCell: ln_simple_rnn_map,
-    s.PeepholeLSTMCell: peephole_lstm_map,
-    s.SimpleRNN: _through_cell(simple_rnn_map),
-    s.LSTM: _through_cell(lstm_map),
-    s.GRU: _through_cell(gru_map),
-    s.RNN: rnn_map,
-    s.Bidirectional: bidirectional_map,
-    s.Dense: dense_map,
-    s.TimeDistributed: time_distributed_map,
-    s.Flatten: no_weights,
-    s.RepeatVector: no_weights,
-    s.Dropout: no_weights,
-    s.ActivationLayer: no_weights,
-    s.BatchNorm: batch_norm_map,
-    s.LayerNorm: layer_norm_map,
-    s.Conv1D: conv1d_map,
-    s.MaxPool1D: no_weights,
-    s.AvgPool1D: no_weights,
-    s.GlobalMaxPool1D: no_weights,
-    s.GlobalAvgPool1D: no_weights,
-    s.WaveNet: wavenet_map,
-}
+WEIGHT_MAPS: s.Table = s.Table(
+    BACKEND_NAME,
+    "weight mapping",
+    "WEIGHT_MAPS",
+    __name__,
+    {
+        s.SimpleRNNCell: simple_rnn_map,
+        s.LSTMCell: lstm_map,
+        s.GRUCell: gru_map,
+        s.LNSimpleRNNCell: ln_simple_rnn_map,
+        s.PeepholeLSTMCell: peephole_lstm_map,
+        s.SimpleRNN: _through_cell(simple_rnn_map),
+        s.LSTM: _through_cell(lstm_map),
+        s.GRU: _through_cell(gru_map),
+        s.RNN: rnn_map,
+        s.Bidirectional: bidirectional_map,
+        s.Dense: dense_map,
+        s.TimeDistributed: time_distributed_map,
+        s.BatchNorm: batch_norm_map,
+        s.LayerNorm: layer_norm_map,
+        s.Conv1D: conv1d_map,
+        s.WaveNet: wavenet_map,
+    },
+)
+
+
+def bindings(node, layer, prefix: str, where: str = "") -> list[Binding]:
+    """The Bindings of one node's arrays in its Keras layer, through WEIGHT_MAPS (none for a node type without arrays)."""
+    if not s.has_arrays(node):
+        return []
+    return WEIGHT_MAPS.lookup(node, where)(node, layer, prefix)
 
 
 def model_bindings(model: keras.Model, spec: s.Spec) -> list[Binding]:
     """Every Binding of the model, layer by layer (top-level Keras layer `layers.{i}` is spec layer i)."""
     out: list[Binding] = []
     for i, node in enumerate(spec.layers):
-        out += WEIGHT_MAPS[type(node)](model.get_layer(layer_name(i)), node, layer_name(i) + ".")
+        out += bindings(node, model.get_layer(layer_name(i)), layer_name(i) + ".", spec.locate("layers", i))
     # A mapping that forgot a variable would let two backends silently differ.
     if sorted(id(b.variable) for b in out) != sorted(id(v) for v in model.weights):
-        raise RuntimeError(
+        raise s.BackendError(
             f"keras backend: {len(out)} variables mapped, the model has {len(model.weights)}; "
             f"the model does not match spec {spec.name!r}"
         )
@@ -237,34 +234,19 @@ def model_bindings(model: keras.Model, spec: s.Spec) -> list[Binding]:
 
 
 def get_weights(model: keras.Model, spec: s.Spec) -> dict[str, np.ndarray]:
-    """Every canonical array, in the order of seqspec.layout(spec), as NumPy in spec.dtype."""
+    """Every canonical array, in the order of s.layout(spec), as NumPy in spec.dtype."""
     found: dict[str, np.ndarray] = {}
     for binding in model_bindings(model, spec):
         found.update(binding.split(np.asarray(binding.variable.numpy()).astype(spec.dtype, copy=False)))
-    return {name: np.ascontiguousarray(found[name]) for name in seqspec.layout(spec)}
-
-
-def check_weights(spec: s.Spec, weights: dict[str, np.ndarray]) -> None:
-    """ValueError naming every missing, unexpected or wrongly shaped array."""
-    expected = seqspec.layout(spec)
-    problems = [f"missing array {name!r} of shape {list(shape)}" for name, shape in expected.items() if name not in weights]
-    problems += [f"unexpected array {name!r}" for name in weights if name not in expected]
-    problems += [
-        f"array {name!r} has shape {list(np.shape(value))}, expected {list(expected[name])}"
-        for name, value in weights.items()
-        if name in expected and tuple(np.shape(value)) != tuple(expected[name])
-    ]
-    if problems:
-        raise ValueError(f"weights for spec {spec.name!r} do not match its layout: " + "; ".join(problems))
+    return {name: np.ascontiguousarray(found[name]) for name in s.layout(spec)}
 
 
 def set_weights(model: keras.Model, spec: s.Spec, weights: dict[str, np.ndarray]) -> None:
-    """Load canonical arrays into the model; checks every name and shape before assigning any."""
-    check_weights(spec, weights)
+    """Load canonical arrays (already checked against the layout) into the model."""
     for binding in model_bindings(model, spec):
         binding.variable.assign(binding.join(weights).astype(binding.variable.dtype))
 
 
 def trainable_names(spec: s.Spec) -> list[str]:
     """Canonical names of the trainable arrays, in layout order."""
-    return [a.name for a in arrays(spec) if a.trainable]
+    return [a.name for layer in s.infer(spec).layers for a in layer.arrays if a.trainable]

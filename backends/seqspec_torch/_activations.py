@@ -8,15 +8,12 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+import seqspec
 from seqspec import activation_name, activation_slope
 
 
 def _linear(x: torch.Tensor) -> torch.Tensor:
     return x
-
-
-def _softmax(x: torch.Tensor) -> torch.Tensor:
-    return F.softmax(x, dim=-1)
 
 
 def _softplus(x: torch.Tensor) -> torch.Tensor:
@@ -35,25 +32,44 @@ def _gelu(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x, approximate="none")
 
 
-_BY_NAME: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "linear": _linear,
-    "relu": F.relu,
-    "tanh": torch.tanh,
-    "sigmoid": torch.sigmoid,
-    "softmax": _softmax,
-    "elu": F.elu,  # alpha 1.0, as Keras
-    "selu": F.selu,
-    "gelu": _gelu,
-    "softplus": _softplus,
-    "silu": F.silu,
-    "hard_sigmoid": _hard_sigmoid,
-}
+def _fixed(fn: Callable) -> Callable:
+    """The maker of an activation without parameters."""
+    return lambda act, axis: fn
 
 
-def activation_fn(act) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The elementwise function of a spec activation (softmax: over the last axis)."""
-    name = activation_name(act)
-    if name == "leaky_relu":
-        # Always pass the slope: torch's default (0.01) is not Keras's (0.2).
-        return functools.partial(F.leaky_relu, negative_slope=activation_slope(act))
-    return _BY_NAME[name]
+def _leaky_relu(act, axis: int) -> Callable:
+    # Always pass the slope: torch's default (0.01) is not Keras's (0.2).
+    return functools.partial(F.leaky_relu, negative_slope=activation_slope(act))
+
+
+def _softmax(act, axis: int) -> Callable:
+    # Over the features, wherever a layer keeps them: dim 1 on a channels-first convolution.
+    return functools.partial(F.softmax, dim=axis)
+
+
+# Each activation name to the maker of its torch function: maker(act, feature_axis) -> fn.
+ACTIVATIONS = seqspec.Table(
+    "torch",
+    "activation",
+    "ACTIVATIONS",
+    __name__,
+    {
+        "linear": _fixed(_linear),
+        "relu": _fixed(F.relu),
+        "tanh": _fixed(torch.tanh),
+        "sigmoid": _fixed(torch.sigmoid),
+        "softmax": _softmax,
+        "elu": _fixed(F.elu),  # alpha 1.0, as Keras
+        "selu": _fixed(F.selu),
+        "gelu": _fixed(_gelu),
+        "softplus": _fixed(_softplus),
+        "silu": _fixed(F.silu),
+        "hard_sigmoid": _fixed(_hard_sigmoid),
+        "leaky_relu": _leaky_relu,
+    },
+)
+
+
+def activation_fn(act, axis: int = -1) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The elementwise function of a spec activation; softmax acts on the features, at `axis`."""
+    return ACTIVATIONS.lookup(activation_name(act))(act, axis)

@@ -15,7 +15,7 @@ from . import _scan
 from ._activations import activation_fn
 
 # Gate order of the rows of torch's stacked weights, and of every cell here. The canonical
-# layout (seqspec._weights) names LSTM gates i, f, g, o too, and GRU gates z, r, g.
+# layout (seqspec.LSTM_GATES, seqspec.GRU_GATES) names LSTM gates i, f, g, o too, and GRU gates z, r, g.
 TORCH_LSTM_GATES = ("i", "f", "g", "o")
 TORCH_GRU_GATES = ("r", "z", "n")
 CANONICAL_TO_TORCH_GRU = {"z": "z", "r": "r", "g": "n"}
@@ -425,36 +425,6 @@ class GRUResetBeforeCell(nn.Module):
     def scan(self, x: torch.Tensor) -> torch.Tensor:
         """[B, T, F] -> [B, T, units] through _scan (tanh and sigmoid, no recurrent dropout)."""
         return _scan.gru_reset_before(F.linear(x, self.weight_ih, self.bias), self.weight_hh)
-
-
-def build_simple_rnn_cell(node, n_in: int) -> nn.Module:
-    return SimpleRNNCell(node, n_in)
-
-
-def build_lstm_cell(node, n_in: int) -> nn.Module:
-    return LSTMCell(node, n_in)
-
-
-def build_gru_cell(node, n_in: int) -> nn.Module:
-    return GRUCell(node, n_in) if node.reset_after else GRUResetBeforeCell(node, n_in)
-
-
-def build_ln_simple_rnn_cell(node, n_in: int) -> nn.Module:
-    return LNSimpleRNNCell(node, n_in)
-
-
-def build_peephole_lstm_cell(node, n_in: int) -> nn.Module:
-    return PeepholeLSTMCell(node, n_in)
-
-
-# The cell builder of each recurrent type name: a layer `lstm` and a cell `lstm` build the same cell.
-CELL_BUILDERS = {
-    "simple_rnn": build_simple_rnn_cell,
-    "lstm": build_lstm_cell,
-    "gru": build_gru_cell,
-    "ln_simple_rnn": build_ln_simple_rnn_cell,
-    "peephole_lstm": build_peephole_lstm_cell,
-}
 
 
 # --- layers -----------------------------------------------------------------------------------

@@ -6,8 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seqspec import activation_name
-from seqspec._shapes import Window
+from seqspec import Window, activation_name
 
 from ._activations import activation_fn
 
@@ -151,25 +150,21 @@ def _pad_time(x: torch.Tensor, window: Window, value: float = 0.0) -> torch.Tens
 class Conv1d(nn.Module):
     """act(conv(x)) with Keras's padding: [B, in, T] -> [B, filters, T'].
 
-    conv.weight (filters, in, kernel_size), conv.bias (filters,). torch's own padding='same'
+    conv.weight (filters, in / groups, kernel_size), conv.bias (filters,). torch's own padding='same'
     refuses strides > 1 and pads symmetrically; TensorFlow puts the odd pad on the right,
     and 'causal' pads on the left, so the pad is explicit and computed for each input length.
     """
 
     takes = gives = CHANNELS_FIRST
 
-    def __init__(self, n_in: int, filters: int, kernel_size: int, strides=1, padding="valid", dilation_rate=1, activation="linear", use_bias=True):
+    def __init__(self, n_in: int, filters: int, kernel_size: int, strides=1, padding="valid", dilation_rate=1, activation="linear", use_bias=True, groups=1):
         super().__init__()
         self.window = Window(kernel_size, strides, dilation_rate, padding)
-        self.conv = nn.Conv1d(n_in, filters, kernel_size, stride=strides, dilation=dilation_rate, bias=use_bias)
-        self.activation = activation_fn(activation)
+        self.conv = nn.Conv1d(n_in, filters, kernel_size, stride=strides, dilation=dilation_rate, bias=use_bias, groups=groups)
+        self.activation = activation_fn(activation, axis=1)  # channels first: softmax over the filters
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.activation(self.conv(_pad_time(x, self.window)))
-
-
-def build_conv(node, n_in: int) -> Conv1d:
-    return Conv1d(n_in, node.filters, node.kernel_size, node.strides, node.padding, node.dilation_rate, node.activation, node.use_bias)
 
 
 class _Pool1d(nn.Module):
@@ -221,10 +216,45 @@ class GlobalPool(nn.Module):
         return x.mean(dim=self.time_axis)
 
 
+class TimePad(nn.Module):
+    """Zeros added at each end of the time axis, or, negative, steps dropped: [B, T, F] or [B, F, T]
+    (the layout the sequence arrives in) -> T + left + right steps."""
+
+    gives = ANY
+
+    def __init__(self, pads: tuple[int, int], layout: str):
+        super().__init__()
+        self.left, self.right = pads
+        self.takes = layout
+        self.time_axis = 2 if layout == CHANNELS_FIRST else 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.left >= 0 and self.right >= 0:
+            pad = (self.left, self.right) if self.time_axis == 2 else (0, 0, self.left, self.right)
+            return F.pad(x, pad)
+        t = x.shape[self.time_axis]
+        return x.narrow(self.time_axis, -self.left, t + self.left + self.right)
+
+
+class UpSampling1d(nn.Module):
+    """Every step repeated `size` times: [B, T, F] or [B, F, T] -> size * T steps."""
+
+    gives = ANY
+
+    def __init__(self, size: int, layout: str):
+        super().__init__()
+        self.size = size
+        self.takes = layout
+        self.time_axis = 2 if layout == CHANNELS_FIRST else 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.repeat_interleave(self.size, dim=self.time_axis)
+
+
 class WaveNet(nn.Module):
     """A stack of causal dilated convolutions: [B, in, T] -> [B, filters, T].
 
-    `convs` follows seqspec._weights.wavenet_conv_names: gated, the input convolution then a
+    `convs` follows seqspec.WaveNet.convolutions: gated, the input convolution then a
     (dilated to 2*filters, 1x1 residual) pair per rate; simplified, one convolution per rate.
     """
 

@@ -1,4 +1,4 @@
-"""Training on PyTorch with Keras's update rules, to the semantics of seqspec._train.Plan.
+"""Training on PyTorch with Keras's update rules, to the semantics of seqspec.Plan.
 
 torch.optim's Adam and RMSprop place epsilon differently from Keras (Adam: added to the
 bias-corrected sqrt(v); RMSprop: outside the square root), so the optimizers here are Keras's
@@ -16,9 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from seqspec import _spec as s
-from seqspec._data import Split
-from seqspec._train import Plan
+import seqspec as s
+from seqspec import Plan, Split
 
 EVAL_BATCH = 1024
 POSTFIX_EVERY = 25  # batches between progress-bar updates (each reads the running loss off the tensor)
@@ -31,7 +30,7 @@ def _f32(value: float) -> float:
 
 
 class KerasOptimizer:
-    """Keras's Adam, RMSprop and SGD on a list of torch parameters (see seqspec._train.Plan for the rules).
+    """Keras's Adam, RMSprop and SGD on a list of torch parameters (see seqspec.Plan for the rules).
 
     `clipnorm` rescales each Keras variable's gradient g to g * clipnorm / max(||g||, clipnorm) on its
     own; `clip_groups` lists the parameters that Keras holds as one variable (see keras_variables).

@@ -7,8 +7,10 @@ from typing import Optional
 
 import torch
 
-from seqspec._weights import GRU_GATES, LSTM_GATES, PEEPHOLES, wavenet_conv_names
+import seqspec as s
+from seqspec import GRU_GATES, LSTM_GATES, PEEPHOLES
 
+from ._builders import BACKEND_NAME
 from ._cells import CANONICAL_TO_TORCH_GRU, TORCH_GRU_GATES, TORCH_LSTM_GATES
 
 # How a canonical array relates to the torch tensor it lives in.
@@ -18,7 +20,7 @@ CONV = "conv"  # canonical kernel [k, in, filters] <-> torch (filters, in, k)
 
 
 @dataclass(frozen=True)
-class Slot:
+class Binding:
     """One canonical array: the torch tensor holding it, the rows of a gate stack it takes, how it is laid out."""
 
     name: str
@@ -57,41 +59,41 @@ def _rows(k: int, units: int) -> slice:
     return slice(k * units, (k + 1) * units)
 
 
-def simple_rnn_slots(node, cell, prefix: str) -> list[Slot]:
+def simple_rnn_map(node, cell, prefix: str) -> list[Binding]:
     """kernel [in, units] <-> weight_ih (units, in); recurrent_kernel [units, units] <-> weight_hh
     (units, units), transposed; bias [units] <-> bias_ih (units,). The zero bias_hh is no array."""
     w_ih, w_hh, b_ih, _ = cell.tensors()
-    slots = [Slot(prefix + "kernel", w_ih, kind=TRANSPOSE), Slot(prefix + "recurrent_kernel", w_hh, kind=TRANSPOSE)]
+    out = [Binding(prefix + "kernel", w_ih, kind=TRANSPOSE), Binding(prefix + "recurrent_kernel", w_hh, kind=TRANSPOSE)]
     if node.use_bias:
-        slots.append(Slot(prefix + "bias", b_ih))
-    return slots
+        out.append(Binding(prefix + "bias", b_ih))
+    return out
 
 
-def ln_simple_rnn_slots(node, cell, prefix: str) -> list[Slot]:
-    """As simple_rnn_slots, plus gamma, beta [units] <-> gamma, beta (units,)."""
-    return simple_rnn_slots(node, cell, prefix) + [Slot(prefix + "gamma", cell.gamma), Slot(prefix + "beta", cell.beta)]
+def ln_simple_rnn_map(node, cell, prefix: str) -> list[Binding]:
+    """As simple_rnn_map, plus gamma, beta [units] <-> gamma, beta (units,)."""
+    return simple_rnn_map(node, cell, prefix) + [Binding(prefix + "gamma", cell.gamma), Binding(prefix + "beta", cell.beta)]
 
 
-def lstm_slots(node, cell, prefix: str) -> list[Slot]:
+def lstm_map(node, cell, prefix: str) -> list[Binding]:
     """kernel_{g} [in, units] <-> rows g of weight_ih (4*units, in); recurrent_kernel_{g} [units, units]
     <-> rows g of weight_hh (4*units, units); bias_{g} [units] <-> rows g of bias_ih (4*units,).
     Gate rows in TORCH_LSTM_GATES order (i, f, g, o), the canonical names' order too."""
     w_ih, w_hh, b_ih, _ = cell.tensors()
     u = node.units
     rows = {g: _rows(TORCH_LSTM_GATES.index(g), u) for g in LSTM_GATES}
-    slots = [Slot(f"{prefix}kernel_{g}", w_ih, rows[g], TRANSPOSE) for g in LSTM_GATES]
-    slots += [Slot(f"{prefix}recurrent_kernel_{g}", w_hh, rows[g], TRANSPOSE) for g in LSTM_GATES]
+    out = [Binding(f"{prefix}kernel_{g}", w_ih, rows[g], TRANSPOSE) for g in LSTM_GATES]
+    out += [Binding(f"{prefix}recurrent_kernel_{g}", w_hh, rows[g], TRANSPOSE) for g in LSTM_GATES]
     if node.use_bias:
-        slots += [Slot(f"{prefix}bias_{g}", b_ih, rows[g]) for g in LSTM_GATES]
-    return slots
+        out += [Binding(f"{prefix}bias_{g}", b_ih, rows[g]) for g in LSTM_GATES]
+    return out
 
 
-def peephole_lstm_slots(node, cell, prefix: str) -> list[Slot]:
-    """As lstm_slots, plus peephole_{i,f,o} [units] <-> peephole_{i,f,o} (units,)."""
-    return lstm_slots(node, cell, prefix) + [Slot(f"{prefix}peephole_{g}", getattr(cell, f"peephole_{g}")) for g in PEEPHOLES]
+def peephole_lstm_map(node, cell, prefix: str) -> list[Binding]:
+    """As lstm_map, plus peephole_{i,f,o} [units] <-> peephole_{i,f,o} (units,)."""
+    return lstm_map(node, cell, prefix) + [Binding(f"{prefix}peephole_{g}", getattr(cell, f"peephole_{g}")) for g in PEEPHOLES]
 
 
-def gru_slots(node, cell, prefix: str) -> list[Slot]:
+def gru_map(node, cell, prefix: str) -> list[Binding]:
     """kernel_{z,r,g} [in, units] <-> rows z, r, n of weight_ih (3*units, in), rows in TORCH_GRU_GATES
     order (r, z, n); recurrent_kernel_{z,r,g} likewise of weight_hh (3*units, units); bias_{z,r,g}
     [units] <-> rows of bias_ih (3*units,); recurrent_bias_{z,r,g} [units] <-> rows of bias_hh
@@ -99,119 +101,118 @@ def gru_slots(node, cell, prefix: str) -> list[Slot]:
     w_ih, w_hh, b_ih, b_hh = cell.tensors()
     u = node.units
     rows = {g: _rows(TORCH_GRU_GATES.index(CANONICAL_TO_TORCH_GRU[g]), u) for g in GRU_GATES}
-    slots = [Slot(f"{prefix}kernel_{g}", w_ih, rows[g], TRANSPOSE) for g in GRU_GATES]
-    slots += [Slot(f"{prefix}recurrent_kernel_{g}", w_hh, rows[g], TRANSPOSE) for g in GRU_GATES]
+    out = [Binding(f"{prefix}kernel_{g}", w_ih, rows[g], TRANSPOSE) for g in GRU_GATES]
+    out += [Binding(f"{prefix}recurrent_kernel_{g}", w_hh, rows[g], TRANSPOSE) for g in GRU_GATES]
     if node.use_bias:
-        slots += [Slot(f"{prefix}bias_{g}", b_ih, rows[g]) for g in GRU_GATES]
+        out += [Binding(f"{prefix}bias_{g}", b_ih, rows[g]) for g in GRU_GATES]
         if node.reset_after:
-            slots += [Slot(f"{prefix}recurrent_bias_{g}", b_hh, rows[g]) for g in GRU_GATES]
-    return slots
+            out += [Binding(f"{prefix}recurrent_bias_{g}", b_hh, rows[g]) for g in GRU_GATES]
+    return out
 
 
-CELL_SLOTS = {
-    "simple_rnn": simple_rnn_slots,
-    "lstm": lstm_slots,
-    "gru": gru_slots,
-    "ln_simple_rnn": ln_simple_rnn_slots,
-    "peephole_lstm": peephole_lstm_slots,
-}
+def recurrent_map(node, layer, prefix: str) -> list[Binding]:
+    """simple_rnn, lstm, gru and rnn layers: the arrays of their cell (seqspec's `cell_node`), mapped by the cell's map."""
+    return bindings(node.cell_node, layer.cell, prefix)
 
 
-def recurrent_layer_slots(node, layer, prefix: str) -> list[Slot]:
-    """simple_rnn, lstm, gru and rnn layers: the arrays of their cell (see the *_slots above)."""
-    cell_node = node.cell if node.type == "rnn" else node
-    return CELL_SLOTS[cell_node.type](cell_node, layer.cell, prefix)
-
-
-def bidirectional_slots(node, layer, prefix: str) -> list[Slot]:
+def bidirectional_map(node, layer, prefix: str) -> list[Binding]:
     """forward.* and backward.*: the wrapped layer's arrays, once per direction."""
     inner = node.layer
-    return recurrent_layer_slots(inner, layer.forward_layer, prefix + "forward.") + recurrent_layer_slots(
+    return recurrent_map(inner, layer.forward_layer, prefix + "forward.") + recurrent_map(
         inner, layer.backward_layer, prefix + "backward."
     )
 
 
-def dense_slots(node, layer, prefix: str) -> list[Slot]:
+def dense_map(node, layer, prefix: str) -> list[Binding]:
     """kernel [in, units] <-> linear.weight (units, in); bias [units] <-> linear.bias (units,)."""
-    slots = [Slot(prefix + "kernel", layer.linear.weight, kind=TRANSPOSE)]
+    out = [Binding(prefix + "kernel", layer.linear.weight, kind=TRANSPOSE)]
     if node.use_bias:
-        slots.append(Slot(prefix + "bias", layer.linear.bias))
-    return slots
+        out.append(Binding(prefix + "bias", layer.linear.bias))
+    return out
 
 
-def time_distributed_slots(node, layer, prefix: str) -> list[Slot]:
+def time_distributed_map(node, layer, prefix: str) -> list[Binding]:
     """The inner layer's arrays under the same prefix."""
-    return WEIGHT_MAPS_BY_TYPE[node.layer.type](node.layer, layer.layer, prefix)
+    return bindings(node.layer, layer.layer, prefix)
 
 
-def no_slots(node, layer, prefix: str) -> list[Slot]:
-    """A layer without weights."""
-    return []
-
-
-def batch_norm_slots(node, layer, prefix: str) -> list[Slot]:
+def batch_norm_map(node, layer, prefix: str) -> list[Binding]:
     """gamma, beta [F] <-> weight, bias (F,); moving_mean, moving_variance [F] <-> the buffers
     running_mean, running_var (F,)."""
     return [
-        Slot(prefix + "gamma", layer.weight),
-        Slot(prefix + "beta", layer.bias),
-        Slot(prefix + "moving_mean", layer.running_mean),
-        Slot(prefix + "moving_variance", layer.running_var),
+        Binding(prefix + "gamma", layer.weight),
+        Binding(prefix + "beta", layer.bias),
+        Binding(prefix + "moving_mean", layer.running_mean),
+        Binding(prefix + "moving_variance", layer.running_var),
     ]
 
 
-def layer_norm_slots(node, layer, prefix: str) -> list[Slot]:
+def layer_norm_map(node, layer, prefix: str) -> list[Binding]:
     """gamma, beta [F] <-> norm.weight, norm.bias (F,)."""
-    return [Slot(prefix + "gamma", layer.norm.weight), Slot(prefix + "beta", layer.norm.bias)]
+    return [Binding(prefix + "gamma", layer.norm.weight), Binding(prefix + "beta", layer.norm.bias)]
 
 
-def _conv_slots(conv, prefix: str) -> list[Slot]:
-    slots = [Slot(prefix + "kernel", conv.conv.weight, kind=CONV)]
+def _conv(conv, prefix: str) -> list[Binding]:
+    out = [Binding(prefix + "kernel", conv.conv.weight, kind=CONV)]
     if conv.conv.bias is not None:
-        slots.append(Slot(prefix + "bias", conv.conv.bias))
-    return slots
+        out.append(Binding(prefix + "bias", conv.conv.bias))
+    return out
 
 
-def conv1d_slots(node, layer, prefix: str) -> list[Slot]:
-    """kernel [kernel_size, in, filters] <-> conv.weight (filters, in, kernel_size); bias [filters] <-> conv.bias."""
-    return _conv_slots(layer, prefix)
+def conv1d_map(node, layer, prefix: str) -> list[Binding]:
+    """kernel [kernel_size, in / groups, filters] <-> conv.weight (filters, in / groups, kernel_size); bias [filters] <-> conv.bias."""
+    return _conv(layer, prefix)
 
 
-def wavenet_slots(node, layer, prefix: str) -> list[Slot]:
+def wavenet_map(node, layer, prefix: str) -> list[Binding]:
     """{conv name}.kernel [k, in, out] <-> convs[j].conv.weight (out, in, k), and .bias, in the
-    order of seqspec._weights.wavenet_conv_names."""
-    slots = []
-    for (name, *_), conv in zip(wavenet_conv_names(node), layer.convs):
-        slots += _conv_slots(conv, f"{prefix}{name}.")
-    return slots
+    order of seqspec.WaveNet.convolutions."""
+    out = []
+    for conv, module in zip(node.convolutions(0), layer.convs):
+        out += _conv(module, f"{prefix}{conv.name}.")
+    return out
 
 
-WEIGHT_MAPS_BY_TYPE = {
-    "simple_rnn": recurrent_layer_slots,
-    "lstm": recurrent_layer_slots,
-    "gru": recurrent_layer_slots,
-    "rnn": recurrent_layer_slots,
-    "bidirectional": bidirectional_slots,
-    "dense": dense_slots,
-    "time_distributed": time_distributed_slots,
-    "flatten": no_slots,
-    "repeat_vector": no_slots,
-    "dropout": no_slots,
-    "activation": no_slots,
-    "batch_norm": batch_norm_slots,
-    "layer_norm": layer_norm_slots,
-    "conv1d": conv1d_slots,
-    "max_pool1d": no_slots,
-    "avg_pool1d": no_slots,
-    "global_max_pool1d": no_slots,
-    "global_avg_pool1d": no_slots,
-    "wavenet": wavenet_slots,
-}
+WEIGHT_MAPS: s.Table = s.Table(
+    BACKEND_NAME,
+    "weight mapping",
+    "WEIGHT_MAPS",
+    __name__,
+    {
+        s.SimpleRNNCell: simple_rnn_map,
+        s.LSTMCell: lstm_map,
+        s.GRUCell: gru_map,
+        s.LNSimpleRNNCell: ln_simple_rnn_map,
+        s.PeepholeLSTMCell: peephole_lstm_map,
+        s.SimpleRNN: recurrent_map,
+        s.LSTM: recurrent_map,
+        s.GRU: recurrent_map,
+        s.RNN: recurrent_map,
+        s.Bidirectional: bidirectional_map,
+        s.Dense: dense_map,
+        s.TimeDistributed: time_distributed_map,
+        s.BatchNorm: batch_norm_map,
+        s.LayerNorm: layer_norm_map,
+        s.Conv1D: conv1d_map,
+        s.WaveNet: wavenet_map,
+    },
+)
 
 
-def model_slots(model, spec) -> list[Slot]:
+def bindings(node, module, prefix: str, where: str = "") -> list[Binding]:
+    """The Bindings of one node's arrays in its module, through WEIGHT_MAPS (none for a node type without arrays)."""
+    if not s.has_arrays(node):
+        return []
+    return WEIGHT_MAPS.lookup(node, where)(node, module, prefix)
+
+
+def model_bindings(model, spec) -> list[Binding]:
     """Every canonical array of a built model, in layer order."""
-    slots = []
+    out = []
     for i, (node, layer) in enumerate(zip(spec.layers, model.layers)):
-        slots += WEIGHT_MAPS_BY_TYPE[node.type](node, layer, f"layers.{i}.")
-    return slots
+        out += bindings(node, layer, f"layers.{i}.", spec.locate("layers", i))
+    # A mapping that forgot or invented an array would let two backends silently differ.
+    names = [b.name for b in out]
+    if sorted(names) != sorted(s.layout(spec)):
+        raise s.BackendError(f"torch backend: the weight mappings give {len(names)} arrays, the layout of {spec.name!r} has {len(s.layout(spec))}")
+    return out
