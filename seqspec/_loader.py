@@ -11,6 +11,7 @@ from typing import Any, Optional, Union
 import yaml
 from pydantic import ValidationError
 
+from . import _safeio
 from . import _spec as s
 from ._errors import Problem, SpecError
 from ._shapes import ShapeError, infer
@@ -303,18 +304,30 @@ def _validation_problems(name: str, source: Source, data: Any, error: Validation
     return problems
 
 
+def _is_inline(source: str) -> bool:
+    """Whether a string is YAML text rather than a path: a file that exists is always read."""
+    if os.path.lexists(source):
+        return False
+    if "\n" in source:
+        return True
+    text = source.strip()
+    return text.startswith("{") and text.endswith("}")
+
+
 def _read(source: Union[str, os.PathLike]) -> tuple[str, bytes]:
     """(display name, raw bytes) of a path, or of inline YAML text."""
-    if isinstance(source, str) and ("\n" in source or source.lstrip().startswith("{")):
-        return "<string>", source.encode("utf-8")
-    path = Path(source)
+    if isinstance(source, str) and _is_inline(source):
+        raw = source.encode("utf-8")
+        if len(raw) > MAX_BYTES:
+            raise SpecError(problems=[Problem("<string>", 1, 1, "", f"text is {len(raw):,} bytes; a spec is at most {MAX_BYTES:,}")])
+        return "<string>", raw
+    name = str(Path(source))
     try:
-        size = path.stat().st_size
-        if size > MAX_BYTES:
-            raise SpecError(problems=[Problem(str(path), 1, 1, "", f"file is {size:,} bytes; a spec is at most {MAX_BYTES:,}")])
-        return str(path), path.read_bytes()
-    except OSError as e:
-        raise SpecError(problems=[Problem(str(path), 1, 1, "", f"cannot read the file: {e.strerror or e}")]) from None
+        return name, _safeio.read_bounded(source, MAX_BYTES)
+    except _safeio.TooLarge as e:
+        raise SpecError(problems=[Problem(name, 1, 1, "", f"{e}; a spec is at most {MAX_BYTES:,}")]) from None
+    except _safeio.Refused as e:
+        raise SpecError(problems=[Problem(name, 1, 1, "", str(e))]) from None
 
 
 def _decode(name: str, raw: bytes) -> str:
