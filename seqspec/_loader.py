@@ -19,6 +19,7 @@ from ._shapes import ShapeError, infer
 DEFAULT_MAX_PARAMS = 1_000_000_000
 MAX_BYTES = 1_000_000
 MAX_NODES = 20_000  # values after alias expansion: a spec has a few hundred
+MAX_ALIASED = 10_000  # of those, values made again by an alias: a spec has a few dozen
 MAX_DEPTH = 64
 
 _STANDARD_TAGS = {
@@ -80,11 +81,19 @@ class _Builder:
         self.source = source
         self.problems: list[tuple[Path_, yaml.Node, str, str]] = []  # (path, node, field, message)
         self.count = 0
+        # A file of many plain values is bounded by MAX_BYTES; only aliases can multiply it, so
+        # the count that refuses a document is of values built again from a node already built.
+        self.built: set[int] = set()
+        self.aliased = 0
         self.constructor = yaml.SafeLoader("")  # only for its scalar constructors and merge-key support
 
     def build(self, node: yaml.Node, path: Path_, depth: int = 0) -> Any:
         self.count += 1
-        if self.count > MAX_NODES:
+        if id(node) in self.built:
+            self.aliased += 1
+        else:
+            self.built.add(id(node))
+        if self.count > MAX_NODES and self.aliased > MAX_ALIASED:
             raise _Limit(node, f"more than {MAX_NODES:,} values once aliases are expanded (an alias bomb?); refused")
         if depth > MAX_DEPTH:
             raise _Limit(node, f"nested deeper than {MAX_DEPTH} levels (a recursive alias?); refused")

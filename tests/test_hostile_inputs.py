@@ -184,3 +184,40 @@ def test_validate_of_a_nul_path_exits_2(capsys):
 )
 def test_validate_of_a_name_too_long_exits_2(capsys):
     assert main(["validate", "a" * 5000 + ".yaml"]) == 2
+
+
+# --- 5. the alias-bomb guard is about aliases, not size --------------------------------------
+
+
+def test_ten_thousand_layers_without_aliases_are_not_an_alias_bomb(tmp_path):
+    path = tmp_path / "deep.yaml"
+    head = "seqspec: 1\nname: deep\ninput:\n  shape: [null, 1]\nlayers:\n"
+    path.write_text(head + "  - {type: dense, units: 1}\n" * 10_000)
+    assert path.stat().st_size < _loader.MAX_BYTES
+    spec = seqspec.load(path)
+    assert len(spec.layers) == 10_000
+
+
+def test_a_few_aliases_in_a_large_file_are_fine(tmp_path):
+    head = "seqspec: 1\nname: deep\ninput:\n  shape: [null, 1]\nlayers:\n  - &d {type: dense, units: 1}\n"
+    text = head + "  - {type: dense, units: 1}\n" * 9_000 + "  - *d\n" * 1_000
+    assert len(seqspec.load(text).layers) == 10_001
+
+
+def test_merge_keys_still_work():
+    text = (
+        "seqspec: 1\nname: merged\ninput:\n  shape: [null, 1]\n"
+        "layers:\n  - &rnn {type: simple_rnn, units: 4, return_sequences: true}\n  - {<<: *rnn}\n  - *rnn\n"
+    )
+    spec = seqspec.load(text)
+    assert [layer.units for layer in spec.layers] == [4, 4, 4] and spec.layers[2].return_sequences
+
+
+def test_an_alias_bomb_after_many_plain_values_is_still_refused():
+    # Many written values must not buy a larger expansion: what is counted is values made by aliases.
+    plain = "pad: [" + ", ".join(["1"] * 30_000) + "]\n"
+    bomb = "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+    bomb += "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+    with pytest.raises(seqspec.SpecError) as e:
+        seqspec.load(plain + bomb)
+    assert "values once aliases are expanded (an alias bomb?); refused" in _one_line(e.value)
