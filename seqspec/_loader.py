@@ -165,11 +165,18 @@ def _quoted(text: str) -> list[str]:
     return re.findall(r"'([^']*)'", text)
 
 
-def _hint(word: Any, options: list[str]) -> str:
+def _closest(word: Any, options: list[str]) -> Optional[str]:
+    """The option `word` most likely meant. Case is ignored: difflib scores 'GRU' 0 against 'gru'."""
     if not isinstance(word, str):
-        return ""
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
+        return None
+    lowered = {o.lower(): o for o in options}
+    close = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)
+    return lowered[close[0]] if close else None
+
+
+def _hint(word: Any, options: list[str]) -> str:
+    close = _closest(word, options)
+    return f"; did you mean {close!r}?" if close else ""
 
 
 def _clean_loc(loc: tuple, data: Any) -> Path_:
@@ -294,7 +301,8 @@ def _validation_problems(name: str, source: Source, data: Any, error: Validation
         if err["type"] == "extra_forbidden":
             path = _clean_loc(err["loc"], data)
             cls = _class_at(path[:-1], _get(data, path[:-1]))
-            for close in difflib.get_close_matches(str(path[-1]), list(cls.model_fields) if cls else [], n=1, cutoff=0.6):
+            close = _closest(str(path[-1]), list(cls.model_fields) if cls else [])
+            if close:
                 suggested.add(path[:-1] + (close,))
     for err in errors:
         if err["type"] == "missing" and _clean_loc(err["loc"], data) in suggested:

@@ -221,3 +221,23 @@ def test_an_alias_bomb_after_many_plain_values_is_still_refused():
     with pytest.raises(seqspec.SpecError) as e:
         seqspec.load(plain + bomb)
     assert "values once aliases are expanded (an alias bomb?); refused" in _one_line(e.value)
+
+
+# --- 6. did-you-mean ignores case ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "layer, expected",
+    [
+        ({"type": "GRU", "units": 2}, "layers[0].type: unknown layer type 'GRU'; did you mean 'gru'?"),
+        ({"type": "LSTM", "units": 2}, "layers[0].type: unknown layer type 'LSTM'; did you mean 'lstm'?"),
+        ({"type": "simple_rnn", "units": 2, "activation": "ReLU"}, "layers[0].activation: unknown activation 'ReLU'; did you mean 'relu'?"),
+        ({"type": "dense", "UNITS": 2}, "layers[0].UNITS: unknown key 'UNITS'; did you mean 'units'?"),
+    ],
+)
+def test_did_you_mean_ignores_case(layer, expected):
+    doc = {"seqspec": 1, "name": "t", "input": {"shape": [None, 1]}, "layers": [layer]}
+    with pytest.raises(seqspec.SpecError) as e:
+        seqspec.load(json.dumps(doc))
+    # The key's hint stands for the "missing 'units'" line too: one line per mistake.
+    assert [p.field + ": " + p.message for p in e.value.problems] == [expected]
