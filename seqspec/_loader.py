@@ -391,6 +391,8 @@ def load(source: Union[str, os.PathLike], *, max_params: int = DEFAULT_MAX_PARAM
     Raises SpecError carrying every located problem found. A spec with more than `max_params`
     parameters is refused before anything is built.
     """
+    if max_params < 0:
+        raise SpecError(f"max_params must be >= 0, got {max_params:,}")
     name, raw = _read(source)
     text = _decode(name, raw)
     data, marks = parse(text, name)

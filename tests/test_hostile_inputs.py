@@ -241,3 +241,12 @@ def test_did_you_mean_ignores_case(layer, expected):
         seqspec.load(json.dumps(doc))
     # The key's hint stands for the "missing 'units'" line too: one line per mistake.
     assert [p.field + ": " + p.message for p in e.value.problems] == [expected]
+
+
+# --- 7. the parameter budget -----------------------------------------------------------------
+
+
+def test_a_negative_max_params_is_a_clear_error():
+    with pytest.raises(seqspec.SpecError) as e:
+        seqspec.load(DEEP_RNN, max_params=-1)
+    assert _one_line(e.value) == "max_params must be >= 0, got -1"
