@@ -122,6 +122,109 @@ def test_inline_text_is_held_to_the_same_size_limit():
     assert _one_line(e.value) == "<string>:1:1: text is 1,000,001 bytes; a spec is at most 1,000,000"
 
 
+# --- 2. weights files ------------------------------------------------------------------------
+
+
+def _safetensors(path: Path, tensors: dict) -> Path:
+    """Write a .safetensors file by hand (8-byte little-endian header length, JSON header, data),
+    so that dtypes NumPy cannot hold (bfloat16, float8) can be written at all."""
+    header, data = {}, b""
+    for name, (dtype, shape, raw) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    blob = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(blob)) + blob + data)
+    return path
+
+
+@pytest.fixture(scope="module")
+def deep_rnn():
+    return seqspec.load(DEEP_RNN)
+
+
+def test_a_folder_as_weights_names_the_path_and_the_problem(tmp_path, deep_rnn):
+    with pytest.raises(seqspec.SpecError) as e:
+        seqspec.load_weights(str(tmp_path), deep_rnn)
+    assert _one_line(e.value) == f"{tmp_path}: cannot read the file: it is a folder"
+
+
+@needs_posix
+def test_a_fifo_as_weights_is_refused_without_waiting_for_a_writer(tmp_path):
+    fifo = tmp_path / "w.safetensors"
+    os.mkfifo(fifo)
+    out = _child(LOAD_WEIGHTS, str(fifo), str(DEEP_RNN), timeout=20)
+    assert out.returncode == 2, out.stderr[-500:]
+    assert out.stdout == f"{fifo}: not a regular file (a FIFO)\n"
+
+
+@needs_posix
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero")
+def test_dev_zero_as_weights_is_refused():
+    out = _child(LOAD_WEIGHTS, "/dev/zero", str(DEEP_RNN), timeout=20)
+    assert out.returncode == 2, out.stderr[-500:]
+    assert out.stdout == "/dev/zero: not a regular file (a character device)\n"
+
+
+@pytest.mark.parametrize(
+    "dtype, word, itemsize",
+    [("BF16", "bfloat16", 2), ("F8_E4M3", "float8_e4m3", 1), ("F16", "float16", 2), ("I32", "int32", 4), ("C64", "complex64", 8)],
+)
+def test_weights_of_a_dtype_other_than_float32_or_float64_name_the_tensor(tmp_path, deep_rnn, dtype, word, itemsize):
+    path = _safetensors(tmp_path / "w.safetensors", {"layers.0.bias": (dtype, [20], b"\0" * (20 * itemsize))})
+    with pytest.raises(seqspec.SpecError) as e:
+        seqspec.load_weights(str(path), deep_rnn)
+    assert _one_line(e.value) == f"{path}: weights are float32 or float64; got layers.0.bias ({word})"
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_weights_holding_nan_or_infinity_name_the_tensor(tmp_path, deep_rnn, value):
+    weights = seqspec.initial_weights(deep_rnn)
+    weights["layers.1.recurrent_kernel"][2, 3] = value
+    path = str(tmp_path / "w.safetensors")
+    seqspec.save_weights(weights, path, deep_rnn)
+    with pytest.raises(seqspec.SpecError) as e:
+        seqspec.load_weights(path, deep_rnn)
+    assert _one_line(e.value) == f"{path}: weights hold NaN or infinity: layers.1.recurrent_kernel (1 of 400)"
+
+
+def test_finite_float64_weights_still_load_cast_to_the_spec_dtype(tmp_path, deep_rnn):
+    weights = seqspec.initial_weights(deep_rnn, dtype="float64")
+    path = str(tmp_path / "w.safetensors")
+    seqspec.save_weights(weights, path, deep_rnn)
+    loaded = seqspec.load_weights(path, deep_rnn)
+    assert list(loaded) == sorted(weights) and all(v.dtype == np.float32 for v in loaded.values())
+    np.testing.assert_allclose(loaded["layers.0.kernel"], weights["layers.0.kernel"], rtol=1e-6)
+
+
+def test_complex_weights_are_refused_by_check_weights_and_save_weights(tmp_path, deep_rnn):
+    weights = seqspec.initial_weights(deep_rnn)
+    weights["layers.2.kernel"] = weights["layers.2.kernel"].astype(np.complex128) + 1j
+    with pytest.raises(seqspec.SpecError) as e:
+        check_weights(deep_rnn, weights)
+    assert _one_line(e.value) == "weights: does not fit spec 'deep_rnn': complex, not real: layers.2.kernel (complex128)"
+    weights["layers.2.kernel"] = weights["layers.2.kernel"].astype(np.complex64)  # safetensors stores C64
+    path = tmp_path / "w.safetensors"
+    for spec in (deep_rnn, None):
+        with pytest.raises(seqspec.SpecError) as e:
+            seqspec.save_weights(weights, str(path), spec)
+        assert "layers.2.kernel (complex64)" in _one_line(e.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_weights_for_another_spec_give_counts_and_a_few_names(tmp_path, deep_rnn):
+    wavenet = seqspec.load(ROOT / "specs" / "wavenet.yaml")
+    path = str(tmp_path / "w.safetensors")
+    seqspec.save_weights(seqspec.initial_weights(wavenet), path)
+    with pytest.raises(seqspec.SpecError) as e:
+        seqspec.load_weights(path, deep_rnn)
+    assert _one_line(e.value) == (
+        f"{path}: does not fit spec 'deep_rnn': "
+        "missing layers.0.kernel, layers.0.recurrent_kernel, layers.0.bias and 4 more; "
+        "unexpected layers.0.stack0_d1.dilated.bias, layers.0.stack0_d1.dilated.kernel, layers.0.stack1_d2.dilated.bias and 13 more; "
+        "layers.1.kernel is (1, 20, 10), the spec needs (20, 20); layers.1.bias is (10,), the spec needs (20,)"
+    )
+
+
 # --- 3. a path is a path, even when it starts with `{` --------------------------------------
 
 
