@@ -11,6 +11,7 @@ from typing import Any, Optional, Union
 import yaml
 from pydantic import ValidationError
 
+from . import _safeio
 from . import _spec as s
 from ._errors import Problem, SpecError, field_path
 from ._shapes import ShapeError, infer
@@ -18,6 +19,7 @@ from ._shapes import ShapeError, infer
 DEFAULT_MAX_PARAMS = 1_000_000_000
 MAX_BYTES = 1_000_000
 MAX_NODES = 20_000  # values after alias expansion: a spec has a few hundred
+MAX_ALIASED = 10_000  # of those, values made again by an alias: a spec has a few dozen
 MAX_DEPTH = 64
 
 _STANDARD_TAGS = {
@@ -71,11 +73,19 @@ class _Builder:
         self.source = source
         self.problems: list[tuple[Path_, yaml.Node, str, str]] = []  # (path, node, field, message)
         self.count = 0
+        # A file of many plain values is bounded by MAX_BYTES; only aliases can multiply it, so
+        # the count that refuses a document is of values built again from a node already built.
+        self.built: set[int] = set()
+        self.aliased = 0
         self.constructor = yaml.SafeLoader("")  # only for its scalar constructors and merge-key support
 
     def build(self, node: yaml.Node, path: Path_, depth: int = 0) -> Any:
         self.count += 1
-        if self.count > MAX_NODES:
+        if id(node) in self.built:
+            self.aliased += 1
+        else:
+            self.built.add(id(node))
+        if self.count > MAX_NODES and self.aliased > MAX_ALIASED:
             raise _Limit(node, f"more than {MAX_NODES:,} values once aliases are expanded (an alias bomb?); refused")
         if depth > MAX_DEPTH:
             raise _Limit(node, f"nested deeper than {MAX_DEPTH} levels (a recursive alias?); refused")
@@ -147,11 +157,18 @@ def _quoted(text: str) -> list[str]:
     return re.findall(r"'([^']*)'", text)
 
 
-def _hint(word: Any, options: list[str]) -> str:
+def _closest(word: Any, options: list[str]) -> Optional[str]:
+    """The option `word` most likely meant. Case is ignored: difflib scores 'GRU' 0 against 'gru'."""
     if not isinstance(word, str):
-        return ""
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
+        return None
+    lowered = {o.lower(): o for o in options}
+    close = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)
+    return lowered[close[0]] if close else None
+
+
+def _hint(word: Any, options: list[str]) -> str:
+    close = _closest(word, options)
+    return f"; did you mean {close!r}?" if close else ""
 
 
 def _clean_loc(loc: tuple, data: Any) -> Path_:
@@ -276,7 +293,8 @@ def _validation_problems(name: str, source: Source, data: Any, error: Validation
         if err["type"] == "extra_forbidden":
             path = _clean_loc(err["loc"], data)
             cls = _class_at(path[:-1], _get(data, path[:-1]))
-            for close in difflib.get_close_matches(str(path[-1]), list(cls.model_fields) if cls else [], n=1, cutoff=0.6):
+            close = _closest(str(path[-1]), list(cls.model_fields) if cls else [])
+            if close:
                 suggested.add(path[:-1] + (close,))
     for err in errors:
         if err["type"] == "missing" and _clean_loc(err["loc"], data) in suggested:
@@ -295,18 +313,30 @@ def _validation_problems(name: str, source: Source, data: Any, error: Validation
     return problems
 
 
+def _is_inline(source: str) -> bool:
+    """Whether a string is YAML text rather than a path: a file that exists is always read."""
+    if os.path.lexists(source):
+        return False
+    if "\n" in source:
+        return True
+    text = source.strip()
+    return text.startswith("{") and text.endswith("}")
+
+
 def _read(source: Union[str, os.PathLike]) -> tuple[str, bytes]:
     """(display name, raw bytes) of a path, or of inline YAML text."""
-    if isinstance(source, str) and ("\n" in source or source.lstrip().startswith("{")):
-        return "<string>", source.encode("utf-8")
-    path = Path(source)
+    if isinstance(source, str) and _is_inline(source):
+        raw = source.encode("utf-8")
+        if len(raw) > MAX_BYTES:
+            raise SpecError(problems=[Problem("<string>", 1, 1, "", f"text is {len(raw):,} bytes; a spec is at most {MAX_BYTES:,}")])
+        return "<string>", raw
+    name = str(Path(source))
     try:
-        size = path.stat().st_size
-        if size > MAX_BYTES:
-            raise SpecError(problems=[Problem(str(path), 1, 1, "", f"file is {size:,} bytes; a spec is at most {MAX_BYTES:,}")])
-        return str(path), path.read_bytes()
-    except OSError as e:
-        raise SpecError(problems=[Problem(str(path), 1, 1, "", f"cannot read the file: {e.strerror or e}")]) from None
+        return name, _safeio.read_bounded(source, MAX_BYTES)
+    except _safeio.TooLarge as e:
+        raise SpecError(problems=[Problem(name, 1, 1, "", f"{e}; a spec is at most {MAX_BYTES:,}")]) from None
+    except _safeio.Refused as e:
+        raise SpecError(problems=[Problem(name, 1, 1, "", str(e))]) from None
 
 
 def _decode(name: str, raw: bytes) -> str:
@@ -353,6 +383,8 @@ def load(source: Union[str, os.PathLike], *, max_params: int = DEFAULT_MAX_PARAM
     Raises SpecError carrying every located problem found. A spec with more than `max_params`
     parameters is refused before anything is built.
     """
+    if max_params < 0:
+        raise SpecError(f"max_params must be >= 0, got {max_params:,}")
     name, raw = _read(source)
     text = _decode(name, raw)
     data, marks = parse(text, name)

@@ -62,7 +62,7 @@ def _activation(value: Any) -> Union[str, LeakyReLU]:
     if isinstance(value, str) and not isinstance(value, bool):
         if value in ACTIVATIONS:
             return value
-        close = difflib.get_close_matches(value, ACTIVATIONS, n=1)
+        close = difflib.get_close_matches(value.lower(), ACTIVATIONS, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(ACTIVATIONS)})"
         raise PydanticCustomError("unknown_activation", "{msg}", {"msg": f"unknown activation {value!r}{hint}"})
     if isinstance(value, dict):

@@ -87,15 +87,42 @@ def initial_weights(spec: s.Spec, seed: Optional[int] = None, dtype: Optional[st
     return out
 
 
+# The safetensors dtype codes seqspec reads, and the NumPy names they load as.
+_FLOAT_CODES = {"F32": "float32", "F64": "float64"}
+_CODE_PREFIXES = {"BF": "bfloat", "F": "float", "C": "complex", "I": "int", "U": "uint"}
+
+
+def _dtype_word(code: str) -> str:
+    """'BF16' -> 'bfloat16', 'F8_E4M3' -> 'float8_e4m3': the name a user knows a dtype by."""
+    import re
+
+    m = re.fullmatch(r"(BF|F|C|I|U)(\d\w*)", code)
+    return _CODE_PREFIXES[m[1]] + m[2].lower() if m else code.lower()
+
+
+def _listed(names: list[str], limit: int = 3, sep: str = ", ") -> str:
+    shown = sep.join(names[:limit])
+    return f"{shown} and {len(names) - limit} more" if len(names) > limit else shown
+
+
 def check_weights(spec: s.Spec, weights: dict, source: str = "weights") -> None:
-    """Raise WeightsError unless `weights` has exactly the spec's canonical arrays with their shapes."""
+    """Raise WeightsError unless `weights` has exactly the spec's canonical arrays with their shapes, all real."""
+    import numpy as np
+
     from ._errors import WeightsError
 
     want = layout(spec)
     missing = [n for n in want if n not in weights]
     extra = [n for n in weights if n not in want]
     wrong = [f"{n} is {tuple(weights[n].shape)}, the spec needs {want[n]}" for n in want if n in weights and tuple(weights[n].shape) != want[n]]
-    problems = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unexpected {', '.join(extra)}"] if extra else []) + wrong
+    # Casting to the spec's float dtype would drop the imaginary part without a word.
+    complex_ = [f"{n} ({np.asarray(weights[n]).dtype})" for n in weights if np.iscomplexobj(weights[n])]
+    # A file for a large spec lists hundreds of names: the counts and a few of them say enough.
+    problems = ([f"missing {_listed(missing)}"] if missing else []) + ([f"unexpected {_listed(extra)}"] if extra else [])
+    if wrong:
+        problems.append(_listed(wrong, sep="; "))
+    if complex_:
+        problems.append(f"complex, not real: {_listed(complex_)}")
     if problems:
         raise WeightsError(f"{source}: does not fit spec {spec.name!r}: " + "; ".join(problems))
 
@@ -104,22 +131,26 @@ def save_weights(weights: dict, path: str, spec: Optional[s.Spec] = None) -> Non
     """Write canonical weights to a .safetensors file, atomically (a failure leaves no partial file).
 
     With `spec`, the arrays are checked against its layout first and the spec's name is stored
-    in the file's metadata.
+    in the file's metadata. Arrays must be float32 or float64: the only kinds load_weights reads.
     """
     import os
     import tempfile
 
+    import numpy as np
     from safetensors.numpy import save_file
 
+    from ._errors import SpecError
+
     if spec is not None:
-        check_weights(spec, weights)
+        check_weights(spec, weights, source=str(path))
+    arrays = {name: np.ascontiguousarray(value) for name, value in weights.items()}
+    odd = [f"{name} ({a.dtype})" for name, a in arrays.items() if a.dtype.name not in _FLOAT_CODES.values()]
+    if odd:
+        raise SpecError(f"{path}: not written: weights are float32 or float64; got {_listed(odd)}")
     target = os.path.abspath(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".safetensors", dir=os.path.dirname(target))
     os.close(fd)
     try:
-        import numpy as np
-
-        arrays = {name: np.ascontiguousarray(value) for name, value in weights.items()}
         save_file(arrays, tmp, metadata={"format": "seqspec-weights/1", **({"spec": spec.name} if spec else {})})
         os.replace(tmp, target)
     except BaseException:
@@ -130,19 +161,38 @@ def save_weights(weights: dict, path: str, spec: Optional[s.Spec] = None) -> Non
 
 def load_weights(path: str, spec: Optional[s.Spec] = None) -> dict:
     """Read canonical weights from a .safetensors file; with `spec`, check names and shapes and
-    cast to the spec's dtype. A missing or unreadable file is a SpecError naming it."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
+    cast to the spec's dtype. Anything but a regular file of finite float32/float64 arrays is a
+    SpecError naming the file, and the array where one is to blame."""
+    import errno
 
+    import numpy as np
+    from safetensors import SafetensorError, safe_open
+
+    from . import _safeio
     from ._errors import SpecError
 
+    # safetensors maps the file: a folder or a device fails with "No such device", a FIFO blocks.
     try:
-        weights = load_file(path)
-    except FileNotFoundError:
-        raise SpecError(f"{path}: no such weights file") from None
+        _safeio.check_regular(path)
+    except _safeio.Refused as e:
+        raise SpecError(f"{path}: no such weights file" if e.errno == errno.ENOENT else f"{path}: {e}") from None
+    try:
+        with safe_open(path, framework="np") as f:
+            names = list(f.keys())
+            # NumPy has no bfloat16 or float8 (reading them raises TypeError), and ints or
+            # complex numbers are not weights: refuse by the header, before any data is read.
+            odd = [f"{n} ({_dtype_word(d)})" for n in names if (d := f.get_slice(n).get_dtype()) not in _FLOAT_CODES]
+            if odd:
+                raise SpecError(f"{path}: weights are float32 or float64; got {_listed(odd)}")
+            weights = {n: f.get_tensor(n) for n in names}
     except (SafetensorError, OSError, ValueError) as e:
         raise SpecError(f"{path}: not a readable .safetensors file ({e})") from None
     if spec is not None:
         check_weights(spec, weights, source=str(path))
+    # A NaN loads and compiles silently, then turns every output it touches into NaN.
+    bad = [f"{n} ({np.size(v) - np.count_nonzero(np.isfinite(v)):,} of {np.size(v):,})" for n, v in weights.items() if not np.isfinite(v).all()]
+    if bad:
+        raise SpecError(f"{path}: weights hold NaN or infinity: {_listed(bad)}")
+    if spec is not None:
         weights = {name: value.astype(spec.dtype, copy=False) for name, value in weights.items()}
     return weights
