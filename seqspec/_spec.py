@@ -393,6 +393,8 @@ class CSVData(_Node):
     steps: Positive
     stride: Positive = 1
     split: Annotated[list[Fraction], Field(min_length=3, max_length=3)] = [0.7, 0.2, 0.1]
+    # Spreadsheets in many European locales save ';'-separated "CSV"; tabs come from pasted tables.
+    delimiter: Literal[",", ";", "\t", "|"] = ","
 
 
 class NpyData(_Node):
