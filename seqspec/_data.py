@@ -34,9 +34,16 @@ class Windows:
     test: np.ndarray
     steps: int
     origin: str
+    # The training values a scaler is fitted on, [rows, features]: a CSV's training rows, each once
+    # (overlapping windows would count the middle of the series more often than its ends).
+    # None: every value of the training windows.
+    train_values: Optional[np.ndarray] = None
 
     def split(self, name: str) -> np.ndarray:
         return {"train": self.train, "validation": self.validation, "test": self.test}[name]
+
+    def fit_values(self) -> np.ndarray:
+        return self.train_values if self.train_values is not None else self.train.reshape(-1, self.train.shape[2])
 
 
 @dataclass(frozen=True)
@@ -277,7 +284,7 @@ def _csv(spec: s.Spec, data: s.CSVData, horizon: int) -> Windows:
             raise DataError(
                 f"{path}: the {name} part has {len(part)} rows, fewer than the {length} one window needs (steps {data.steps} + horizon {horizon})"
             )
-    return Windows(*windows, data.steps, f"{path} ({len(series)} rows, columns {', '.join(data.columns)})")
+    return Windows(*windows, data.steps, f"{path} ({len(series)} rows, columns {', '.join(data.columns)})", train_values=parts[0])
 
 
 def _npy_header(path: Path, f) -> tuple[tuple[int, ...], bool, np.dtype]:
@@ -370,6 +377,86 @@ def load_windows(spec: s.Spec) -> Windows:
             f"{spec.where('input', 'shape')}: input.shape: {want_steps} time steps, but train.data cuts windows of {windows.steps} steps"
         )
     return windows
+
+
+# --- scaling ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scaler:
+    """The per-feature map the model trains in, scaled = (value - shift) / factor, fitted on the training split.
+
+    `standard`: shift the training mean, factor the training standard deviation; `minmax`: shift the
+    training minimum, factor max - min (the training values land in [0, 1]); `none`: the identity.
+    A feature that is constant in training gets factor 1: it is only shifted (to 0), never divided
+    by zero. Arrays whose last axis holds features, or `horizon` steps of them step-major (the
+    targets), are mapped alike.
+    """
+
+    kind: str = "none"
+    shift: tuple[float, ...] = ()
+    factor: tuple[float, ...] = ()
+
+    @property
+    def identity(self) -> bool:
+        return self.kind == "none"
+
+    def _per_feature(self, a: np.ndarray) -> np.ndarray:
+        a = np.asarray(a, np.float64)
+        return a.reshape(*a.shape[:-1], -1, len(self.shift))
+
+    def scale(self, a: np.ndarray, dtype: str) -> np.ndarray:
+        """`a` in the units the model trains in, as `dtype` (unchanged for `none`)."""
+        if self.identity:
+            return a
+        shape = np.shape(a)
+        return ((self._per_feature(a) - self.shift) / self.factor).reshape(shape).astype(dtype)
+
+    def unscale(self, a: np.ndarray) -> np.ndarray:
+        """`a` back in the data's own units, in float64 (unchanged for `none`)."""
+        if self.identity:
+            return a
+        shape = np.shape(a)
+        return (self._per_feature(a) * self.factor + self.shift).reshape(shape)
+
+    @property
+    def units(self) -> str:
+        """What units scores are reported in, for a report to print next to them."""
+        if self.identity:
+            return "scores in the data's own units (the data is not scaled)"
+        return f"scores in the data's own units; the model trains on {self.kind}-scaled data, so the per-epoch losses are in scaled units"
+
+    def as_json(self) -> dict:
+        """The fitted parameters, for metrics.json: enough to scale new data as the model was trained."""
+        if self.identity:
+            return {"scale": "none"}
+        names = ("mean", "std") if self.kind == "standard" else ("min", "range")
+        return {
+            "scale": self.kind,
+            "fitted_on": "train",
+            names[0]: list(self.shift),
+            names[1]: list(self.factor),
+            "scaled": f"(value - {names[0]}) / {names[1]}",
+        }
+
+
+def fit_scaler(kind: str, values: np.ndarray, origin: str) -> Scaler:
+    """The `kind` scaler (none, standard, minmax) of training values [rows, features], fitted per feature in float64."""
+    if kind == "none":
+        return Scaler()
+    v = np.asarray(values, np.float64)
+    if kind == "standard":
+        shift, factor = v.mean(axis=0), v.std(axis=0)
+    else:
+        shift = v.min(axis=0)
+        factor = v.max(axis=0) - shift
+    # Exactly constant, not merely a small std: the mean of constant values can round, and
+    # dividing by that rounding error's std would blow the feature up.
+    constant = np.ptp(v, axis=0) == 0
+    factor = np.where(constant, 1.0, factor)
+    if not (np.all(np.isfinite(shift)) and np.all(np.isfinite(factor))):
+        raise DataError(f"{origin}: the training values are too large to {kind}-scale in float64")
+    return Scaler(kind, tuple(float(x) for x in shift), tuple(float(x) for x in factor))
 
 
 # --- targets ---------------------------------------------------------------------------------

@@ -220,3 +220,119 @@ def test_synthetic_series_drawn_in_blocks_equals_one_draw():
     t = np.linspace(0, 1, length)
     want = 0.5 * np.sin((t - a1) * (10 * f1 + 10)) + 0.2 * np.sin((t - a2) * (20 * f2 + 20)) + 0.1 * (rng.random((5, length)) - 0.5)
     np.testing.assert_array_equal(got[..., 0], want)
+
+
+# --- scaling ------------------------------------------------------------------------------------
+
+
+def two_feature_csv(tmp_path: Path, scale: str | None) -> seqspec.Spec:
+    # 'level' in the hundreds, 'flat' constant: per-feature scaling, and no division by zero.
+    rows = [f"{100 + 50 * np.sin(i / 3):.6f},7.5" for i in range(60)]
+    (tmp_path / "data.csv").write_text("level,flat\n" + "\n".join(rows) + "\n")
+    data = {"source": "csv", "path": "data.csv", "columns": ["level", "flat"], "steps": 4, "split": [0.5, 0.25, 0.25]}
+    if scale is not None:
+        data["scale"] = scale
+    return spec_at(tmp_path, data, layers=[{"type": "simple_rnn", "units": 3}, {"type": "dense", "units": 2}])
+
+
+def test_csv_is_standard_scaled_per_feature_on_the_training_rows_only(tmp_path):
+    spec = two_feature_csv(tmp_path, None)
+    assert spec.train.data.scale == "standard"
+    prepared = _train.prepare(spec)
+    train_rows = np.loadtxt(tmp_path / "data.csv", delimiter=",", skiprows=1, dtype=np.float32)[:30].astype(np.float64)
+    record = prepared.scaler.as_json()
+    assert record["scale"] == "standard" and record["fitted_on"] == "train"
+    np.testing.assert_allclose(record["mean"], [train_rows[:, 0].mean(), 7.5], rtol=1e-12)
+    np.testing.assert_allclose(record["std"], [train_rows[:, 0].std(), 1.0], rtol=1e-12)
+    json.dumps(record)
+    for name in _data.SPLITS:
+        x = prepared.splits[name].x
+        assert x.dtype == np.float32 and np.all(np.isfinite(x))
+        np.testing.assert_array_equal(x[..., 1], 0.0)  # the constant feature, shifted only
+        raw = prepared.windows.split(name)[:, :4]
+        np.testing.assert_allclose(x[..., 0], (raw[..., 0] - record["mean"][0]) / record["std"][0], rtol=1e-5, atol=1e-6)
+    # Targets are scaled as the inputs: the next value of window i is input step 3 of window i + 1.
+    s = prepared.splits["train"]
+    np.testing.assert_allclose(s.y[:-1], s.x[1:, 3], atol=0)
+    assert "scaled" in prepared.units and "own units" in prepared.units
+
+
+def test_minmax_maps_the_training_values_onto_0_1(tmp_path):
+    prepared = _train.prepare(two_feature_csv(tmp_path, "minmax"))
+    x = prepared.splits["train"].x[..., 0]
+    assert x.min() == pytest.approx(0.0, abs=1e-6) and x.max() == pytest.approx(1.0, abs=1e-6)
+    assert set(prepared.scaler.as_json()) == {"scale", "fitted_on", "min", "range", "scaled"}
+    np.testing.assert_array_equal(prepared.splits["validation"].x[..., 1], 0.0)
+
+
+def test_synthetic_defaults_to_unscaled_and_csv_can_opt_out(tmp_path):
+    spec = spec_at(tmp_path, {"source": "synthetic", "series": 40, "steps": 6, "split": [24, 8, 8], "seed": 1})
+    prepared = _train.prepare(spec)
+    assert prepared.scaler.as_json() == {"scale": "none"}
+    np.testing.assert_array_equal(prepared.splits["train"].x, prepared.windows.train[:, :6])
+    prepared = _train.prepare(two_feature_csv(tmp_path, "none"))
+    np.testing.assert_array_equal(prepared.splits["train"].x, prepared.windows.train[:, :4])
+
+
+def test_unknown_scale_is_a_spec_error(tmp_path):
+    with pytest.raises(seqspec.SpecError, match="train.data.scale: must be one of 'none', 'standard', 'minmax', got the string 'zscore'"):
+        two_feature_csv(tmp_path, "zscore")
+
+
+class LastValue:
+    """A stand-in backend whose model forecasts the last input value: the naive forecast, in whatever units it is fed."""
+
+    @staticmethod
+    def predict(model, x):
+        return np.tile(x[:, -1], 1)
+
+
+def test_evaluate_reports_data_units_and_the_naive_baseline_in_the_same_units(tmp_path):
+    spec = two_feature_csv(tmp_path, "standard")
+    prepared = _train.prepare(spec)
+    plan = _train.make_plan(spec)
+    scores, naive = _train.evaluate(LastValue, None, prepared, plan)
+    raw = _data.make_split(prepared.windows.validation, 4, prepared.targets)
+    want = _data.score("mse", raw.y, raw.x[:, -1])
+    assert naive["validation"]["mse"] == pytest.approx(want, rel=1e-12)
+    assert scores["validation"]["mse"] == pytest.approx(want, rel=1e-5)  # the same forecast, unscaled
+    scaled_scores, scaled_naive = _train.evaluate(LastValue, None, prepared, plan, units="scaled")
+    # mse over [level, flat]: only 'level' varies, so scaled mse = data mse / std^2.
+    std = prepared.scaler.as_json()["std"][0]
+    assert scaled_naive["validation"]["mse"] == pytest.approx(want / std**2, rel=1e-5)
+
+
+# --- the forecasts plot ------------------------------------------------------------------------
+
+
+def test_forecasts_plot_spreads_over_the_validation_set_in_data_units(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    spec = two_feature_csv(tmp_path, "standard")
+    prepared = _train.prepare(spec)
+    val = prepared.splits["validation"]
+    asked = []
+
+    def pred(x):
+        asked.append(x)
+        return x[:, -1]
+
+    figures = []
+    save = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda self, *a, **k: (figures.append(self), save(self, *a, **k))[1])
+    _train.plot_forecasts(str(tmp_path / "f.png"), {"spec": "tiny", "backend": "torch"}, val, pred, prepared.targets, scaler=prepared.scaler)
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+    (x,) = asked
+    picked = [int(np.flatnonzero((val.x == row).all(axis=(1, 2)))[0]) for row in x]
+    assert len(picked) == 3 and picked[0] == 0 and picked[2] == len(val.x) - 1 and abs(picked[1] - (len(val.x) - 1) / 2) <= 0.5
+    (fig,) = figures
+    axes = fig.axes
+    raw = prepared.windows.validation
+    np.testing.assert_allclose(axes[0].lines[0].get_ydata(), raw[0, :4, 0], rtol=1e-5)  # drawn in the data's units
+    np.testing.assert_allclose(axes[-1].lines[1].get_ydata(), raw[-1, 4:, 0], rtol=1e-5)
+    assert all(ax.get_legend() is None for ax in axes) and len(fig.legends) == 1
+    for ax in axes:
+        ticks = ax.get_xticks()
+        np.testing.assert_array_equal(ticks, np.round(ticks))
+    # The whole split with predictions for every row also works.
+    _train.plot_forecasts(str(tmp_path / "g.png"), {"spec": "tiny", "backend": "torch"}, val, val.x[:, -1], prepared.targets)
