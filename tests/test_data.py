@@ -336,3 +336,15 @@ def test_forecasts_plot_spreads_over_the_validation_set_in_data_units(tmp_path, 
         np.testing.assert_array_equal(ticks, np.round(ticks))
     # The whole split with predictions for every row also works.
     _train.plot_forecasts(str(tmp_path / "g.png"), {"spec": "tiny", "backend": "torch"}, val, val.x[:, -1], prepared.targets)
+
+
+# --- the shipped real series -------------------------------------------------------------------
+
+
+def test_sunspots_spec_loads_the_shipped_csv_and_its_licence_is_noted():
+    spec = seqspec.load(str(ROOT / "specs" / "sunspots.yaml"))
+    w = _data.load_windows(spec)
+    assert "309 rows" in w.origin
+    assert len(w.train) + len(w.validation) + len(w.test) == (216 - 20) + (62 - 20) + (31 - 20)
+    readme = (ROOT / "specs" / "data" / "README.md").read_text()
+    assert "sunspots.csv" in readme and "public domain" in readme
