@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -32,9 +34,16 @@ class Windows:
     test: np.ndarray
     steps: int
     origin: str
+    # The training values a scaler is fitted on, [rows, features]: a CSV's training rows, each once
+    # (overlapping windows would count the middle of the series more often than its ends).
+    # None: every value of the training windows.
+    train_values: Optional[np.ndarray] = None
 
     def split(self, name: str) -> np.ndarray:
         return {"train": self.train, "validation": self.validation, "test": self.test}[name]
+
+    def fit_values(self) -> np.ndarray:
+        return self.train_values if self.train_values is not None else self.train.reshape(-1, self.train.shape[2])
 
 
 @dataclass(frozen=True)
@@ -91,28 +100,39 @@ def synthetic_series(series: int, length: int, seed: int, dtype: str = "float32"
     0.5 sin((t - a1)(10 f1 + 10)) + 0.2 sin((t - a2)(20 f2 + 20)) + 0.1 e.
 
     Drawn from numpy.random.default_rng(seed) in this order: f1, f2, a1, a2 (each [series, 1],
-    uniform in [0, 1)), then the noise e (uniform in [-0.5, 0.5)), [series, length].
+    uniform in [0, 1)), then the noise e (uniform in [-0.5, 0.5)), [series, length]. The values
+    are computed in float64 and rounded once to `dtype`.
     """
     rng = np.random.default_rng(seed)
     f1, f2, a1, a2 = rng.random((4, series, 1))
     t = np.linspace(0.0, 1.0, length)
-    out = 0.5 * np.sin((t - a1) * (f1 * 10 + 10))
-    out += 0.2 * np.sin((t - a2) * (f2 * 20 + 20))
-    out += 0.1 * (rng.random((series, length)) - 0.5)
-    return out[..., np.newaxis].astype(dtype)
+    out = np.empty((series, length, 1), dtype)
+    # In blocks of rows, so that only one block is ever held in float64: the generator fills
+    # arrays in order, so drawing the noise block by block gives the same values as one draw.
+    block = max(1, (1 << 20) // max(length, 1))
+    for lo in range(0, series, block):
+        hi = min(series, lo + block)
+        values = 0.5 * np.sin((t - a1[lo:hi]) * (f1[lo:hi] * 10 + 10))
+        values += 0.2 * np.sin((t - a2[lo:hi]) * (f2[lo:hi] * 20 + 20))
+        values += 0.1 * (rng.random((hi - lo, length)) - 0.5)
+        out[lo:hi, :, 0] = values
+    return out
 
 
 def _synthetic(spec: s.Spec, data: s.SyntheticData, horizon: int) -> Windows:
     n_train, n_val, n_test = data.split
     if n_train < 1 or n_val < 1:
         raise SpecError(f"{_where(spec, 'data', 'split')}: train.data.split: train and validation need at least one series each, got {data.split}")
-    if n_train + n_val + n_test > data.series:
+    used = n_train + n_val + n_test
+    if used > data.series:
         raise SpecError(
-            f"{_where(spec, 'data', 'split')}: train.data.split: {data.split} adds up to {n_train + n_val + n_test} series, more than the {data.series} of data.series"
+            f"{_where(spec, 'data', 'split')}: train.data.split: {data.split} adds up to {used} series, more than the {data.series} of data.series"
         )
-    series = synthetic_series(data.series, data.steps + horizon, data.seed, spec.dtype)
+    # Only the series the split uses are drawn: the values depend on (seed, sum of split), and
+    # are the full set's whenever the split uses every series (the book's 7000 + 2000 + 1000).
+    series = synthetic_series(used, data.steps + horizon, data.seed, spec.dtype)
     a, b = n_train, n_train + n_val
-    return Windows(series[:a], series[a:b], series[b : b + n_test], data.steps, f"synthetic series (seed {data.seed})")
+    return Windows(series[:a], series[a:b], series[b:used], data.steps, f"synthetic series (seed {data.seed})")
 
 
 def _fractions(spec: s.Spec, split: list[float], n: int, what: str, path: Path) -> tuple[int, int, int]:
@@ -127,22 +147,88 @@ def _fractions(spec: s.Spec, split: list[float], n: int, what: str, path: Path) 
     return a, b, end
 
 
-def _read_csv(path: Path, columns: list[str], dtype: str) -> np.ndarray:
-    """The named columns of a CSV file with a header row, [rows, len(columns)]; one-line DataError on any problem."""
-    if not path.is_file():
-        raise DataError(f"{path}: no such data file" if not path.exists() else f"{path}: not a file")
+# What one data file may make seqspec allocate: far beyond any series it trains on in memory, and
+# a header that asks for more is a typo or a hostile file, not data.
+MAX_ARRAY_BYTES = 8 << 30
+
+_DELIMITERS = (",", ";", "\t", "|")
+
+
+def _show(text: str, limit: int = 20) -> str:
+    """A name or cell from a data file, fit for a one-line message: cut to `limit` characters, quoted
+    when it holds anything unprintable (a newline inside a quoted cell)."""
+    cut = text if len(text) <= limit else text[:limit] + "..."
+    return cut if cut.isprintable() else repr(cut)
+
+
+def _size(n: int) -> str:
+    for unit, big in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= big:
+            return f"{n / big:.3g} {unit}"
+    return f"{n} bytes"
+
+
+def _open_regular(path: Path, text: bool):
+    """`path` opened for reading, or a DataError unless it is a regular file.
+
+    The type is checked on the opened descriptor, not the name, and the open does not wait for a
+    writer, so a FIFO or a device (/dev/zero) is refused instead of blocking or reading forever.
+    """
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if header is None or not any(cell.strip() for cell in header):
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such data file") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the file: {e.strerror or e}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a folder" if stat.S_ISDIR(mode) else "a pipe" if stat.S_ISFIFO(mode) else "a device or other special file"
+            raise DataError(f"{path}: not a regular file ({kind}), expected a data file")
+        return os.fdopen(fd, "r", newline="", encoding="utf-8-sig") if text else os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _columns_shown(names: list[str]) -> str:
+    """At most three header names: the path may point at a file that is not data at all (keys, a
+    password list), and the message must not echo it."""
+    shown = ", ".join(_show(n) for n in names[:3])
+    return f"columns: {shown}" if len(names) <= 3 else f"{len(names)} columns: {shown}, ..."
+
+
+def _delimiter_hint(names: list[str], delimiter: str) -> str:
+    if len(names) != 1:
+        return ""
+    for d in _DELIMITERS:
+        if d != delimiter and d in names[0]:
+            written = '"\\t"' if d == "\t" else repr(d)
+            return f"; the file seems to be separated by {written}, not {delimiter!r}: set train.data.delimiter: {written}"
+    return ""
+
+
+def _read_csv(path: Path, columns: list[str], dtype: str, delimiter: str = ",") -> np.ndarray:
+    """The named columns of a CSV file with a header row, [rows, len(columns)]; one-line DataError on any problem."""
+    rows, lines = [], []
+    try:
+        with _open_regular(path, text=True) as f:  # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark
+            reader = csv.reader(f, delimiter=delimiter)
+            header = None
+            for row in reader:
+                if any(cell.strip() for cell in row):  # blank lines above the header, as exports leave
+                    header = row
+                    break
+            if header is None:
                 raise DataError(f"{path}: empty CSV file, expected a header row naming the columns")
             names = [h.strip() for h in header]
             missing = [c for c in columns if c not in names]
             if missing:
-                raise DataError(f"{path}: no column {missing[0]!r} in the header (columns: {', '.join(names)})")
+                raise DataError(f"{path}: no column {missing[0]!r} in the header ({_columns_shown(names)}){_delimiter_hint(names, delimiter)}")
+            twice = next((c for c in columns if names.count(c) > 1), None)
+            if twice is not None:
+                raise DataError(f"{path}: the header names column {twice!r} {names.count(twice)} times; rename all but one so that the data is unambiguous")
             index = [names.index(c) for c in columns]
-            rows = []
             for row in reader:
                 if not row or not any(cell.strip() for cell in row):
                     continue  # blank lines, as spreadsheets leave at the end
@@ -152,12 +238,12 @@ def _read_csv(path: Path, columns: list[str], dtype: str) -> np.ndarray:
                     try:
                         value = float(cell)
                     except ValueError:
-                        shown = cell if len(cell) <= 20 else cell[:20] + "..."
-                        raise DataError(f"{path}: line {reader.line_num}, column {c!r}: {shown!r} is not a number") from None
+                        raise DataError(f"{path}: line {reader.line_num}, column {c!r}: {_show(cell)!r} is not a number") from None
                     if not math.isfinite(value):
-                        raise DataError(f"{path}: line {reader.line_num}, column {c!r}: {cell!r} is not a finite number")
+                        raise DataError(f"{path}: line {reader.line_num}, column {c!r}: {_show(cell)!r} is not a finite number")
                     values.append(value)
                 rows.append(values)
+                lines.append(reader.line_num)
     except UnicodeDecodeError:
         raise DataError(f"{path}: not a UTF-8 text CSV file") from None
     except csv.Error as e:
@@ -166,7 +252,16 @@ def _read_csv(path: Path, columns: list[str], dtype: str) -> np.ndarray:
         raise DataError(f"{path}: cannot read the file: {e.strerror or e}") from None
     if not rows:
         raise DataError(f"{path}: no data rows after the header")
-    return np.asarray(rows, dtype=dtype)
+    with np.errstate(over="ignore"):  # overflow is reported below, once, naming the line
+        array = np.asarray(rows, dtype=dtype)
+    # Checked after the cast: 1e39 is a finite Python float but infinite in float32.
+    bad = np.argwhere(~np.isfinite(array))
+    if len(bad):
+        r, c = bad[0]
+        raise DataError(
+            f"{path}: line {lines[r]}, column {columns[c]!r}: {rows[r][c]:g} is too large for {dtype} (at most {np.finfo(dtype).max:.4g})"
+        )
+    return array
 
 
 def _cut(series: np.ndarray, length: int, stride: int) -> np.ndarray:
@@ -177,7 +272,7 @@ def _cut(series: np.ndarray, length: int, stride: int) -> np.ndarray:
 
 def _csv(spec: s.Spec, data: s.CSVData, horizon: int) -> Windows:
     path = data_path(spec, data.path)
-    series = _read_csv(path, data.columns, spec.dtype)
+    series = _read_csv(path, data.columns, spec.dtype, data.delimiter)
     length = data.steps + horizon
     # Split the series itself in time order, then cut each part: no window crosses a boundary,
     # so no validation target was ever seen in training.
@@ -189,36 +284,69 @@ def _csv(spec: s.Spec, data: s.CSVData, horizon: int) -> Windows:
             raise DataError(
                 f"{path}: the {name} part has {len(part)} rows, fewer than the {length} one window needs (steps {data.steps} + horizon {horizon})"
             )
-    return Windows(*windows, data.steps, f"{path} ({len(series)} rows, columns {', '.join(data.columns)})")
+    return Windows(*windows, data.steps, f"{path} ({len(series)} rows, columns {', '.join(data.columns)})", train_values=parts[0])
+
+
+def _npy_header(path: Path, f) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """The shape, Fortran order and dtype an .npy header declares, read before any data."""
+    start = f.read(6)
+    f.seek(0)
+    if start[:4] == b"PK\x03\x04":
+        raise DataError(f"{path}: holds an archive of several arrays, expected one .npy array [series, time, features]")
+    try:
+        version = np.lib.format.read_magic(f)
+        if version not in ((1, 0), (2, 0), (3, 0)):
+            raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
+        # Version 3.0 differs from 2.0 only in allowing UTF-8 field names, which no numeric array has.
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(f)
+    except (ValueError, EOFError, SyntaxError, TypeError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(f"{path}: not a readable .npy array: {_show(first, 100)}") from None
+    return tuple(int(n) for n in shape), bool(fortran), dtype
 
 
 def _npy(spec: s.Spec, data: s.NpyData, horizon: int) -> Windows:
     path = data_path(spec, data.path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such data file" if not path.exists() else f"{path}: not a file")
     try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, EOFError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DataError(f"{path}: not a readable .npy array: {first}") from None
+        with _open_regular(path, text=False) as f:
+            shape, fortran, dtype = _npy_header(path, f)
+            offset = f.tell()
+            available = os.fstat(f.fileno()).st_size - offset
+            if dtype.kind not in "iuf":
+                raise DataError(f"{path}: array of dtype {dtype}, expected numbers")
+            if len(shape) not in (2, 3):
+                raise DataError(f"{path}: array of shape {list(shape)}, expected [series, time, features]")
+            need = math.prod(shape) * dtype.itemsize
+            if need > available:
+                raise DataError(f"{path}: the header declares an array of shape {list(shape)} ({_size(need)}), but the file holds {_size(available)} of data")
+            if need == 0:
+                raise DataError(f"{path}: array of shape {list(shape)} holds no values")
+            n, time = shape[0], shape[1]
+            features = shape[2] if len(shape) == 3 else 1
+            steps = data.steps if data.steps is not None else time - horizon
+            if steps < 1 or time < steps + horizon:
+                raise DataError(f"{path}: series of {time} time steps are shorter than steps + horizon = {max(steps, 1) + horizon}")
+            length = steps + horizon
+            used = n * length * features * np.dtype(spec.dtype).itemsize
+            if used > MAX_ARRAY_BYTES:
+                raise DataError(f"{path}: {n} series of {length} steps and {features} feature(s) take {_size(used)} as {spec.dtype}, more than seqspec loads ({_size(MAX_ARRAY_BYTES)})")
+            # Mapped, not read: only the `length` steps each series uses are copied out.
+            mapped = np.memmap(f, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+            if len(shape) == 2:
+                mapped = mapped[..., np.newaxis]  # [series, time]: one feature
+            with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, once
+                array = np.array(mapped[:, :length], dtype=spec.dtype)
+            del mapped
     except OSError as e:
         raise DataError(f"{path}: cannot read the file: {e.strerror or e}") from None
-    if not isinstance(array, np.ndarray):
-        raise DataError(f"{path}: holds an archive of several arrays, expected one .npy array [series, time, features]")
-    if array.ndim == 2:
-        array = array[..., np.newaxis]  # [series, time]: one feature
-    if array.ndim != 3:
-        raise DataError(f"{path}: array of shape {list(array.shape)}, expected [series, time, features]")
-    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
-        raise DataError(f"{path}: array of dtype {array.dtype}, expected numbers")
-    steps = data.steps if data.steps is not None else array.shape[1] - horizon
-    if steps < 1 or array.shape[1] < steps + horizon:
-        raise DataError(f"{path}: series of {array.shape[1]} time steps are shorter than steps + horizon = {max(steps, 1) + horizon}")
-    array = array[:, : steps + horizon].astype(spec.dtype)
+    except MemoryError:
+        raise DataError(f"{path}: the array does not fit in memory ({_size(used)} as {spec.dtype})") from None
+    # Checked after the cast: 1e39 is finite in a float64 file but infinite in float32.
     if not np.all(np.isfinite(array)):
-        raise DataError(f"{path}: the array holds NaN or infinite values")
+        raise DataError(f"{path}: the array holds NaN or infinite values, or values too large for {spec.dtype} (at most {np.finfo(spec.dtype).max:.4g})")
     a, b, end = _fractions(spec, data.split, len(array), "series", path)
-    return Windows(array[:a], array[a:b], array[b:end], steps, f"{path} ({len(array)} series of {array.shape[1]} steps)")
+    return Windows(array[:a], array[a:b], array[b:end], steps, f"{path} ({len(array)} series of {time} steps)")
 
 
 def load_windows(spec: s.Spec) -> Windows:
@@ -249,6 +377,86 @@ def load_windows(spec: s.Spec) -> Windows:
             f"{spec.where('input', 'shape')}: input.shape: {want_steps} time steps, but train.data cuts windows of {windows.steps} steps"
         )
     return windows
+
+
+# --- scaling ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scaler:
+    """The per-feature map the model trains in, scaled = (value - shift) / factor, fitted on the training split.
+
+    `standard`: shift the training mean, factor the training standard deviation; `minmax`: shift the
+    training minimum, factor max - min (the training values land in [0, 1]); `none`: the identity.
+    A feature that is constant in training gets factor 1: it is only shifted (to 0), never divided
+    by zero. Arrays whose last axis holds features, or `horizon` steps of them step-major (the
+    targets), are mapped alike.
+    """
+
+    kind: str = "none"
+    shift: tuple[float, ...] = ()
+    factor: tuple[float, ...] = ()
+
+    @property
+    def identity(self) -> bool:
+        return self.kind == "none"
+
+    def _per_feature(self, a: np.ndarray) -> np.ndarray:
+        a = np.asarray(a, np.float64)
+        return a.reshape(*a.shape[:-1], -1, len(self.shift))
+
+    def scale(self, a: np.ndarray, dtype: str) -> np.ndarray:
+        """`a` in the units the model trains in, as `dtype` (unchanged for `none`)."""
+        if self.identity:
+            return a
+        shape = np.shape(a)
+        return ((self._per_feature(a) - self.shift) / self.factor).reshape(shape).astype(dtype)
+
+    def unscale(self, a: np.ndarray) -> np.ndarray:
+        """`a` back in the data's own units, in float64 (unchanged for `none`)."""
+        if self.identity:
+            return a
+        shape = np.shape(a)
+        return (self._per_feature(a) * self.factor + self.shift).reshape(shape)
+
+    @property
+    def units(self) -> str:
+        """What units scores are reported in, for a report to print next to them."""
+        if self.identity:
+            return "scores in the data's own units (the data is not scaled)"
+        return f"scores in the data's own units; the model trains on {self.kind}-scaled data, so the per-epoch losses are in scaled units"
+
+    def as_json(self) -> dict:
+        """The fitted parameters, for metrics.json: enough to scale new data as the model was trained."""
+        if self.identity:
+            return {"scale": "none"}
+        names = ("mean", "std") if self.kind == "standard" else ("min", "range")
+        return {
+            "scale": self.kind,
+            "fitted_on": "train",
+            names[0]: list(self.shift),
+            names[1]: list(self.factor),
+            "scaled": f"(value - {names[0]}) / {names[1]}",
+        }
+
+
+def fit_scaler(kind: str, values: np.ndarray, origin: str) -> Scaler:
+    """The `kind` scaler (none, standard, minmax) of training values [rows, features], fitted per feature in float64."""
+    if kind == "none":
+        return Scaler()
+    v = np.asarray(values, np.float64)
+    if kind == "standard":
+        shift, factor = v.mean(axis=0), v.std(axis=0)
+    else:
+        shift = v.min(axis=0)
+        factor = v.max(axis=0) - shift
+    # Exactly constant, not merely a small std: the mean of constant values can round, and
+    # dividing by that rounding error's std would blow the feature up.
+    constant = np.ptp(v, axis=0) == 0
+    factor = np.where(constant, 1.0, factor)
+    if not (np.all(np.isfinite(shift)) and np.all(np.isfinite(factor))):
+        raise DataError(f"{origin}: the training values are too large to {kind}-scale in float64")
+    return Scaler(kind, tuple(float(x) for x in shift), tuple(float(x) for x in factor))
 
 
 # --- targets ---------------------------------------------------------------------------------

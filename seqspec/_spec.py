@@ -761,6 +761,8 @@ class SyntheticData(_Node):
         1000,
     ]
     seed: int = 42
+    # The book trains on the raw series (already within about [-1, 1]), so its numbers stay as printed.
+    scale: Literal["none", "standard", "minmax"] = "none"
 
 
 Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
@@ -775,6 +777,10 @@ class CSVData(_Node):
     steps: Positive
     stride: Positive = 1
     split: Annotated[list[Fraction], Field(min_length=3, max_length=3)] = [0.7, 0.2, 0.1]
+    # Spreadsheets in many European locales save ';'-separated "CSV"; tabs come from pasted tables.
+    delimiter: Literal[",", ";", "\t", "|"] = ","
+    # Real series are in arbitrary units (sunspot counts, prices); unscaled they train badly.
+    scale: Literal["none", "standard", "minmax"] = "standard"
 
 
 class NpyData(_Node):
@@ -784,6 +790,7 @@ class NpyData(_Node):
     path: str
     steps: Optional[Positive] = None
     split: Annotated[list[Fraction], Field(min_length=3, max_length=3)] = [0.7, 0.2, 0.1]
+    scale: Literal["none", "standard", "minmax"] = "standard"
 
 
 Data = Annotated[Union[SyntheticData, CSVData, NpyData], Field(discriminator="source")]

@@ -94,16 +94,27 @@ def make_plan(spec: s.Spec, epochs: Optional[int] = None, batch_size: Optional[i
 
 @dataclass(frozen=True)
 class Prepared:
-    """Everything a run needs besides the framework: the splits, the target plan and the spec to build."""
+    """Everything a run needs besides the framework: the splits, the target plan and the spec to build.
+
+    `windows` holds the data as read; `splits` are what the model trains on, scaled by `scaler`
+    (fitted on the training split; `scaler.as_json()` is its record for metrics.json).
+    """
 
     spec: s.Spec
     windows: _data.Windows
     targets: _data.Targets
     splits: dict[str, _data.Split]
+    scaler: _data.Scaler = _data.Scaler()
+
+    @property
+    def units(self) -> str:
+        """What `evaluate`'s scores are in, one line for the report."""
+        return self.scaler.units
 
 
 def prepare(spec: s.Spec, seed: Optional[int] = None) -> Prepared:
-    """Load and split the data and cut targets; raises DataError/SpecError before anything is written.
+    """Load and split the data, fit the scaler on the training split and cut targets; raises
+    DataError/SpecError before anything is written.
 
     The model starts from the canonical weights of the run's seed (--seed, else the spec's
     seed, else 0), so that every backend starts from the same point.
@@ -111,19 +122,32 @@ def prepare(spec: s.Spec, seed: Optional[int] = None) -> Prepared:
     windows = _data.load_windows(spec)
     features = windows.train.shape[2]
     targets = _data.plan_targets(spec, windows.steps, features)
-    splits = {name: _data.make_split(windows.split(name), windows.steps, targets) for name in _data.SPLITS}
+    scaler = _data.fit_scaler(spec.train.data.scale, windows.fit_values(), windows.origin)
+    splits = {name: _data.make_split(scaler.scale(windows.split(name), spec.dtype), windows.steps, targets) for name in _data.SPLITS}
     run_seed = seed if seed is not None else (spec.seed if spec.seed is not None else 0)
-    return Prepared(spec.model_copy(update={"seed": run_seed}), windows, targets, splits)
+    return Prepared(spec.model_copy(update={"seed": run_seed}), windows, targets, splits, scaler)
 
 
-def evaluate(backend, model, prepared: Prepared, plan: Plan) -> tuple[dict, dict]:
-    """(model, naive) scores {split: {loss, metric...}} on every split, computed the same way for every backend."""
+def evaluate(backend, model, prepared: Prepared, plan: Plan, units: str = "data") -> tuple[dict, dict]:
+    """(model, naive) scores {split: {loss, metric...}} on every split, computed the same way for every backend.
+
+    units "data" (the default): in the data's own units (`prepared.units` says so in words): the
+    forecasts are unscaled, the targets and the naive baseline come from the unscaled data.
+    units "scaled": in the units the model trains in, comparable with its per-epoch history.
+    """
+    if units not in ("data", "scaled"):
+        raise ValueError(f"units must be 'data' or 'scaled', got {units!r}")
     names = (plan.loss, *plan.metrics)
+    scaler = prepared.scaler
     model_scores, naive_scores = {}, {}
     for split_name, split in prepared.splits.items():
         if len(split.x) == 0:
             continue
         pred = predict(backend, model, split.x)
+        if units == "data" and not scaler.identity:
+            # From the data as read, not unscaled back: the targets and the baseline carry no rounding of the scaling.
+            split = _data.make_split(prepared.windows.split(split_name), prepared.windows.steps, prepared.targets)
+            pred = scaler.unscale(pred)
         naive = _data.naive_forecast(split.x, prepared.targets)
         model_scores[split_name] = {n: _data.score(n, split.y, pred) for n in names}
         naive_scores[split_name] = {n: _data.score(n, split.y, naive) for n in names}
@@ -278,28 +302,53 @@ def plot_learning_curves(path: str, record: dict) -> None:
     plt.close(fig)
 
 
-def plot_forecasts(path: str, record: dict, split: _data.Split, pred: np.ndarray, targets: _data.Targets, n: int = 3) -> None:
-    """The first feature of a few validation series: the input, the true future and the forecast from the last output step."""
+def plot_forecasts(
+    path: str,
+    record: dict,
+    split: _data.Split,
+    pred,
+    targets: _data.Targets,
+    n: int = 3,
+    scaler: Optional[_data.Scaler] = None,
+) -> None:
+    """The first feature of `n` validation series spread evenly over `split` (first, last and between):
+    the input, the true future and the forecast from the last output step.
+
+    `pred` is the model's predictions for every row of `split`, or a function of inputs x returning
+    them (then only the plotted rows are predicted). With `scaler`, everything is drawn in the data's
+    own units.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    n = min(n, len(split.x))
+    total = len(split.x)
+    n = max(1, min(n, total))
+    # Spread, not the first n: neighbouring windows of a CSV series overlap and look alike.
+    rows = np.unique(np.linspace(0, total - 1, n).round().astype(int))
+    x, y = split.x[rows], split.y[rows]
+    forecast = pred(x) if callable(pred) else np.asarray(pred)[rows]
+    if scaler is not None:
+        x, y, forecast = scaler.unscale(x), scaler.unscale(y), scaler.unscale(forecast)
     steps = split.x.shape[1]
     origin = steps - 1 if targets.origin is None else targets.origin
     ahead = np.arange(origin + 1, origin + 1 + targets.horizon)
-    truth, forecast = targets.future(split.y), targets.future(pred)
-    fig, axes = plt.subplots(1, n, figsize=(5 * n, 3.5), squeeze=False)
-    for i, ax in enumerate(axes[0]):
-        ax.plot(np.arange(steps), split.x[i, :, 0], "b.-", label="input")
+    truth, forecast = targets.future(y), targets.future(forecast)
+    fig, axes = plt.subplots(1, len(rows), figsize=(5 * len(rows), 3.8), squeeze=False)
+    for i, (row, ax) in enumerate(zip(rows, axes[0])):
+        ax.plot(np.arange(steps), x[i, :, 0], "b.-", label="input")
         ax.plot(ahead, truth[i, :, 0], "go-", label="actual")
         ax.plot(ahead, forecast[i, :, 0], "rx-", label="forecast")
-        ax.set_xlabel("t")
+        ax.set_xlabel("time step in the window")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
-        ax.set_title(f"validation series {i}")
-        ax.legend()
+        ax.set_title(f"validation series {row + 1} of {total}")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    # Below the axes, where no series can run under it.
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
     fig.suptitle(f"{record['spec']} ({record['backend']}): forecasts from step {origin}")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, format="png", dpi=90)
     plt.close(fig)
