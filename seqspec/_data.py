@@ -477,8 +477,10 @@ def plan_targets(spec: s.Spec, steps: int, features: int) -> Targets:
     next: y [n, features], the values after the window. horizon: y [n, horizon * features], the
     `horizon` values after the window, step-major (y[:, k * features + f] = series[steps + k, f]).
     seq2seq: y [n, T_out, horizon * features] with y[:, j, k * features + f] = series[a_j + 1 + k, f],
-    a_j = the core's time_map.last_input_step(j): output step j forecasts from the last input step
-    it sees, so convolutions that shorten or stride the sequence need no hand cropping.
+    a_j = the core's time_map.last_input_step(j), at most steps - 1: output step j forecasts from
+    the last real input step it sees, so convolutions that shorten or stride the sequence need no
+    hand cropping. A step aligned to no input step (left zero padding) is an error: its target
+    would come from the future.
     """
     target = spec.train.target
     horizon = _horizon(spec.train)
@@ -497,6 +499,9 @@ def plan_targets(spec: s.Spec, steps: int, features: int) -> Targets:
         aligned = tuple(tmap.last_input_step(j) for j in range(info.output_length(steps)))
         if aligned and aligned[0] < 0:
             raise SpecError(_leak(spec, info, sum(1 for a in aligned if a < 0)))
+        # An output step that also sees padding after the window's end forecasts from the last
+        # real step it sees ('same' padding, right zero padding).
+        aligned = tuple(min(a, steps - 1) for a in aligned)
         expected = (None, len(aligned), width)
     else:
         aligned = None

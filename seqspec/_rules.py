@@ -198,19 +198,18 @@ class TimeMap:
 
     def sees(self) -> str:
         """'2*j .. 2*j + 3': the input steps that output step j sees, in words for the summary."""
-        if len(self.parts) != 1:
-            return "steps that depend on j through several strides (see each layer)"
-        p = self.parts[0]
-        if p.last is None:
+        if any(p.last is None for p in self.parts):
             return "steps that depend on T ('same' padding with a stride)"
-        hi = _affine(p.a, p.last, p.d)
-        if p.width is None:
-            return f"steps up to {hi}"
-        return f"{_affine(p.a, p.last - p.width, p.d)} .. {hi}"
+        hi = lo = "j"
+        for p in reversed(self.parts):
+            hi = _affine(p.a, p.last, p.d, hi)
+            lo = None if lo is None or p.width is None else _affine(p.a, p.last - p.width, p.d, lo)
+        return f"steps up to {hi}" if lo is None else f"{lo} .. {hi}"
 
 
-def _affine(a: int, b: int, d: int = 1) -> str:
-    j = "j" if a == 1 else f"{a}*j"
+def _affine(a: int, b: int, d: int = 1, j: str = "j") -> str:
+    """floor((a*j + b) / d) written simply; `j` may be an expression itself."""
+    j = j if a == 1 else (f"{a}*{j}" if j == "j" or j.startswith("floor(") else f"{a}*({j})")
     text = j if b == 0 else f"{j} {'+' if b > 0 else '-'} {abs(b)}"
     if d == 1:
         return text

@@ -73,6 +73,10 @@ CONV = [
     [{"type": "avg_pool1d", "pool_size": 2}, {"type": "max_pool1d", "pool_size": 2, "strides": 1}, {"type": "global_avg_pool1d"}],
     [{"type": "wavenet", "filters": 4, "dilation_rates": [1, 2], "repeats": 2}],
     [{"type": "wavenet", "filters": 4, "kernel_size": 3, "dilation_rates": [1, 2, 4], "gated": True}],
+    [{"type": "zero_padding1d", "padding": [2, 1]}, {"type": "conv1d", "filters": 3, "kernel_size": 3}],
+    [{"type": "cropping1d", "cropping": [0, 1]}, {"type": "max_pool1d", "pool_size": 2}],
+    [{"type": "upsampling1d", "size": 3}, {"type": "conv1d", "filters": 3, "kernel_size": 2, "strides": 2}],
+    [{"type": "conv1d", "filters": 6, "kernel_size": 2, "groups": 3, "padding": "causal"}, {"type": "upsampling1d"}],
 ]
 
 
@@ -123,6 +127,8 @@ _middle = st.sampled_from([
     {"type": "max_pool1d", "pool_size": 2, "padding": "same"},
     {"type": "dropout", "rate": 0.1},
     {"type": "time_distributed", "layer": {"type": "dense", "units": 3, "activation": "tanh"}},
+    {"type": "zero_padding1d", "padding": [0, 1]},
+    {"type": "upsampling1d", "size": 2},
 ])
 _head = st.sampled_from([
     {"type": "dense", "units": 2},
@@ -146,6 +152,31 @@ def test_random_stacks_are_equivalent(front, middle, head, dtype):
     except seqspec.SpecError:
         assume(False)
     _assert_equivalent(spec, dtype)
+
+
+def _activation(name):
+    return {"name": "leaky_relu", "negative_slope": 0.3} if name == "leaky_relu" else name
+
+
+@pytest.mark.parametrize("name", seqspec.ACTIVATIONS)
+def test_every_activation_in_every_layer_that_takes_one_in_both_layouts(name):
+    # On torch, convolutions run channels-first and everything else channels-last: each
+    # activation is drawn inside a convolution block and outside one (softmax over the features
+    # in both, which no example spec had inside a convolution).
+    a = _activation(name)
+    layers = [
+        {"type": "conv1d", "filters": 3, "kernel_size": 2, "padding": "causal", "activation": a},
+        {"type": "activation", "activation": a},
+        {"type": "wavenet", "filters": 3, "dilation_rates": [1, 2], "activation": a},
+        {"type": "dense", "units": 3, "activation": a},
+        {"type": "time_distributed", "layer": {"type": "dense", "units": 3, "activation": a}},
+        {"type": "activation", "activation": a},
+        {"type": "simple_rnn", "units": 3, "activation": a, "return_sequences": True},
+        {"type": "rnn", "cell": {"type": "lstm", "units": 2, "activation": a, "recurrent_activation": a}, "return_sequences": True},
+        {"type": "rnn", "cell": {"type": "peephole_lstm", "units": 2, "activation": a, "recurrent_activation": a}},
+        {"type": "dense", "units": 2, "activation": a},
+    ]
+    _assert_equivalent(spec_of(layers, [None, 2]), "float64")
 
 
 def test_check_cli_json(capsys):
