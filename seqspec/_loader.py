@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from . import _safeio
 from . import _spec as s
-from ._errors import Problem, SpecError, field_path
+from ._errors import Problem, SpecError, describe as _describe, field_path
 from ._shapes import ShapeError, infer
 
 DEFAULT_MAX_PARAMS = 1_000_000_000
@@ -133,24 +133,6 @@ def _yaml_problem(name: str, err: yaml.YAMLError, text: str = "") -> Problem:
         message = f"not a text file: byte {err.character!r} at position {err.position} is not allowed in YAML"
         line, col = 1, 1
     return Problem(name, line, col, "", f"YAML syntax: {message}")
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f"the string {value!r}"
-    if isinstance(value, float):
-        return f"the number {value!r}"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return repr(value)
 
 
 def _quoted(text: str) -> list[str]:

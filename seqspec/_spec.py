@@ -8,7 +8,7 @@ from typing import Annotated, Any, Iterator, Literal, NamedTuple, Optional, Unio
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, PrivateAttr, model_validator, ValidationError, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from ._errors import field_path
+from ._errors import describe, field_path
 from ._rules import GLOROT, ONES, ORTHOGONAL, ZEROS, Array, Shape, ShapeError, TimeMap, TimeOp, Upsampling, Window, format_shape, need_sequence
 
 FORMAT_VERSION = 1
@@ -627,27 +627,15 @@ def _pair(value: Any) -> tuple[int, int]:
     """An int n (n steps at each end) or [left, right], each an integer >= 0."""
     items = value if isinstance(value, list) else [value]
     if not isinstance(value, list) and not (isinstance(value, int) and not isinstance(value, bool)):
-        raise _custom_error("pair_type", f"must be an integer or a list [left, right], got {_described(value)}")
+        raise _custom_error("pair_type", f"must be an integer or a list [left, right], got {describe(value)}")
     if isinstance(value, list) and len(value) != 2:
         raise _custom_error("pair_length", f"must be an integer or a list [left, right] of two integers, got a list of {len(value)}")
     for item in items:
         if not isinstance(item, int) or isinstance(item, bool):
-            raise _custom_error("pair_type", f"must be integers, got {_described(item)}")
+            raise _custom_error("pair_type", f"must be integers, got {describe(item)}")
         if item < 0:
             raise _custom_error("pair_range", f"must be >= 0, got {item}")
     return (value, value) if not isinstance(value, list) else (value[0], value[1])
-
-
-def _described(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f"the string {value!r}"
-    if isinstance(value, float):
-        return f"the number {value!r}"
-    if value is None:
-        return "null"
-    return "a mapping" if isinstance(value, dict) else repr(value)
 
 
 _PAIR_SCHEMA = {

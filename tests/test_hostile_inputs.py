@@ -263,14 +263,23 @@ def _unreadable(tmp_path):
         pytest.param(lambda tmp: ("a" * 5000 + ".yaml", "File name too long"), id="name_too_long"),
         pytest.param(lambda tmp: ("spec\0.yaml", "embedded null byte"), id="nul_byte"),
         pytest.param(lambda tmp: (str(tmp), "it is a folder"), id="folder"),
-        pytest.param(
-            _unreadable, id="permission_denied",
-            marks=pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads anything"),
-        ),
+        pytest.param(_unreadable, id="permission_denied"),
     ],
 )
-def test_a_path_the_os_refuses_is_one_spec_error_line(tmp_path, make):
+def test_a_path_the_os_refuses_is_one_spec_error_line(tmp_path, make, monkeypatch):
     path, why = make(tmp_path)
+    if why == "Permission denied" and os.geteuid() == 0:
+        # root reads a mode-0 file: the OS's refusal is what is under test, so make the OS refuse.
+        from seqspec import _safeio
+
+        real_open = os.open
+
+        def refuse(p, flags, *args):
+            if os.fspath(p) == path:
+                raise PermissionError(13, "Permission denied", path)
+            return real_open(p, flags, *args)
+
+        monkeypatch.setattr(_safeio.os, "open", refuse)
     with pytest.raises(seqspec.SpecError) as e:
         seqspec.load(path)
     assert _one_line(e.value) == f"{path}:1:1: cannot read the file: {why}"

@@ -199,16 +199,23 @@ class AvgPool1d(_Pool1d):
         return mean / share
 
 
-class GlobalPool(nn.Module):
+class _AlongTime(nn.Module):
+    """A layer that works on the time axis in whichever layout the sequence arrives (no transpose)."""
+
+    def __init__(self, layout: str):
+        super().__init__()
+        self.takes = layout
+        self.time_axis = 2 if layout == CHANNELS_FIRST else 1
+
+
+class GlobalPool(_AlongTime):
     """Max or mean over time: [B, T, F] or [B, F, T] -> [B, F]."""
 
     gives = CHANNELS_LAST
 
     def __init__(self, reduce: str, layout: str):
-        super().__init__()
+        super().__init__(layout)
         self.reduce = reduce
-        self.takes = layout
-        self.time_axis = 2 if layout == CHANNELS_FIRST else 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.reduce == "max":
@@ -216,17 +223,15 @@ class GlobalPool(nn.Module):
         return x.mean(dim=self.time_axis)
 
 
-class TimePad(nn.Module):
+class TimePad(_AlongTime):
     """Zeros added at each end of the time axis, or, negative, steps dropped: [B, T, F] or [B, F, T]
     (the layout the sequence arrives in) -> T + left + right steps."""
 
     gives = ANY
 
     def __init__(self, pads: tuple[int, int], layout: str):
-        super().__init__()
+        super().__init__(layout)
         self.left, self.right = pads
-        self.takes = layout
-        self.time_axis = 2 if layout == CHANNELS_FIRST else 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.left >= 0 and self.right >= 0:
@@ -236,16 +241,14 @@ class TimePad(nn.Module):
         return x.narrow(self.time_axis, -self.left, t + self.left + self.right)
 
 
-class UpSampling1d(nn.Module):
+class UpSampling1d(_AlongTime):
     """Every step repeated `size` times: [B, T, F] or [B, F, T] -> size * T steps."""
 
     gives = ANY
 
     def __init__(self, size: int, layout: str):
-        super().__init__()
+        super().__init__(layout)
         self.size = size
-        self.takes = layout
-        self.time_axis = 2 if layout == CHANNELS_FIRST else 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.repeat_interleave(self.size, dim=self.time_axis)
