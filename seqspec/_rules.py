@@ -128,6 +128,11 @@ class TimeMap:
         return cls((_Part(1, 0, None, 1),))
 
     @classmethod
+    def whole(cls, t: Optional[int]) -> "TimeMap":
+        """Every step sees every input step, up to the last (t - 1; None for an unknown length)."""
+        return cls((_Part(0, None if t is None else t - 1, None, 1),))
+
+    @classmethod
     def upsampling(cls, size: int) -> "TimeMap":
         """Step j repeats input step floor(j / size)."""
         return cls((_Part(1, 0, 0, size),))
@@ -196,8 +201,15 @@ class TimeMap:
                 return n
             n += 1
 
+    @property
+    def whole_sequence(self) -> bool:
+        """Whether every output step sees the whole input (a bidirectional layer)."""
+        return any(p.a == 0 for p in self.parts)
+
     def sees(self) -> str:
         """'2*j .. 2*j + 3': the input steps that output step j sees, in words for the summary."""
+        if self.whole_sequence:
+            return "every step (a bidirectional layer reads the whole sequence)"
         if any(p.last is None for p in self.parts):
             return "steps that depend on T ('same' padding with a stride)"
         hi = lo = "j"

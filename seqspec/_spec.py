@@ -350,7 +350,8 @@ class Bidirectional(_Layer):
         yield from self.layer.arrays(prefix + "backward.", shape)
 
     def time_map(self, shape: Shape, out: Shape) -> Optional[TimeMap]:
-        return self.layer.time_map(shape, out)
+        # The backward pass reads the sequence from its end: every output step has seen the last input step.
+        return TimeMap.whole(shape[1]) if self.layer.return_sequences else None
 
 
 # --- feed-forward layers ---------------------------------------------------------------------

@@ -98,7 +98,10 @@ def _alignment(info) -> str:
     tmap = info.time_map
     if tmap is None:
         return "the output has no time axis aligned to the input"
-    rf = "all earlier steps (recurrent)" if tmap.receptive_field is None else f"{tmap.receptive_field} steps"
+    if tmap.whole_sequence:
+        rf = "the whole sequence (bidirectional)"
+    else:
+        rf = "all earlier steps (recurrent)" if tmap.receptive_field is None else f"{tmap.receptive_field} steps"
     text = f"output length {info.length_formula()}; receptive field {rf}; output step j sees input {tmap.sees()}"
     unaligned = tmap.unaligned_steps()
     if unaligned:

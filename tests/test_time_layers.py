@@ -272,3 +272,20 @@ def test_shape_rules_of_the_new_keys_are_located_errors():
         spec_of([{"type": "conv1d", "filters": 5, "kernel_size": 1, "groups": 2}], [None, 4])
     with pytest.raises(seqspec.SpecError, match=r"layers\[0\]\.size: must be >= 1, got 0"):
         spec_of([{"type": "upsampling1d", "size": 0}], [None, 1])
+
+
+def test_a_bidirectional_sequence_forecasts_after_the_whole_window():
+    # Its backward pass has read every input step, so no output step may take its targets from
+    # inside the window (before, step j's targets were steps j + 1 .. j + 3: seen by the model).
+    spec = seqspec.load(LEAK.replace(
+        """  - {type: conv1d, filters: 4, kernel_size: 2, padding: causal}
+  - {type: zero_padding1d, padding: [2, 0]}
+  - {type: cropping1d, cropping: [0, 2]}
+  - {type: conv1d, filters: 3, kernel_size: 1}""",
+        """  - {type: bidirectional, layer: {type: gru, units: 3, return_sequences: true}}
+  - {type: time_distributed, layer: {type: dense, units: 3}}"""))
+    from seqspec import _train
+
+    assert _train.prepare(spec).targets.aligned == (11,) * 12
+    tmap = seqspec.summary(spec).time_map
+    assert tmap.whole_sequence and "reads the whole sequence" in tmap.sees()
