@@ -173,6 +173,8 @@ def test_every_activation_in_every_layer_that_takes_one_in_both_layouts(name):
         {"type": "activation", "activation": a},
         {"type": "simple_rnn", "units": 3, "activation": a, "return_sequences": True},
         {"type": "rnn", "cell": {"type": "lstm", "units": 2, "activation": a, "recurrent_activation": a}, "return_sequences": True},
+        {"type": "gru", "units": 2, "activation": a, "recurrent_activation": a, "return_sequences": True, "reset_after": False},
+        {"type": "rnn", "cell": {"type": "ln_simple_rnn", "units": 2, "activation": a}, "return_sequences": True},
         {"type": "rnn", "cell": {"type": "peephole_lstm", "units": 2, "activation": a, "recurrent_activation": a}},
         {"type": "dense", "units": 2, "activation": a},
     ]

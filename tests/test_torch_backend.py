@@ -574,3 +574,12 @@ def test_saved_model_reloads_in_a_fresh_process_at_another_batch_and_length(tmp_
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), backend.predict(model, x))
     assert torch.load(path, weights_only=True)["format"] == "seqspec-torch/1"
+
+
+def test_predict_takes_any_array_numpy_can_make_contiguous():
+    spec = spec_of([{"type": "gru", "units": 2}], [None, 3], dtype="float64")
+    model = backend.build(spec)
+    x = _x((2, 6, 3))
+    reversed_view = x[:, ::-1]  # negative strides, which torch.as_tensor refuses
+    np.testing.assert_array_equal(backend.predict(model, reversed_view), backend.predict(model, np.ascontiguousarray(reversed_view)))
+    np.testing.assert_array_equal(backend.predict(model, np.asfortranarray(x)), backend.predict(model, x))
