@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Optional
 
 from . import _spec as s
-from ._rules import GLOROT, ONES, ORTHOGONAL, ZEROS, Array
+from ._rules import GLOROT, ONES, ZEROS, Array
 from ._shapes import infer
 
 if TYPE_CHECKING:
