@@ -162,7 +162,7 @@ def _window_output(index: int, node, shape: Shape, window: Window) -> Optional[i
     out = window.length(t)
     if out < 1:
         if window.kernel == 1:  # cropping
-            raise ShapeError(index, f"{node.type} removes {-sum(window.pads(t))} steps, as many or more than its input {format_shape(shape)} has")
+            raise ShapeError(index, f"{node.type} removes {-sum(window.pads(t))} steps and its input {format_shape(shape)} has {t}: no step is left")
         raise ShapeError(
             index,
             f"{node.type} with a window of {window.span} steps (kernel {window.kernel}, dilation "

@@ -264,7 +264,7 @@ def test_bad_padding_values_are_located_errors(key, value, message):
 
 
 def test_shape_rules_of_the_new_keys_are_located_errors():
-    with pytest.raises(seqspec.SpecError, match=r"layers\[0\]: cropping1d removes 6 steps, as many or more than its input \[batch, 5, 1\] has"):
+    with pytest.raises(seqspec.SpecError, match=r"layers\[0\]: cropping1d removes 6 steps and its input \[batch, 5, 1\] has 5: no step is left"):
         spec_of([{"type": "cropping1d", "cropping": 3}], [5, 1])
     with pytest.raises(seqspec.SpecError, match=r"layers\[0\]: conv1d with groups 2 needs input channels divisible by it, got \[batch, null, 3\]"):
         spec_of([{"type": "conv1d", "filters": 4, "kernel_size": 1, "groups": 2}], [None, 3])
