@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import re
+import signal
 import sys
+import threading
 import traceback
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from . import _loader
 from ._backend import backend_names
@@ -16,33 +21,111 @@ from ._errors import SpecError
 from ._files import atomic_write
 from ._shapes import format_shape, infer
 
-EXIT_OK, EXIT_FAIL, EXIT_INVALID = 0, 1, 2
+EXIT_OK, EXIT_FAIL, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 SCHEMA_URL = "https://raw.githubusercontent.com/seqspec/seqspec/main/schema/seqspec-1.schema.json"
+SEED_MAX = 2**32 - 1  # NumPy's legacy seeding and torch.manual_seed agree only on 0..2**32-1
+_INTEGER = re.compile(r"[+-]?\d(?:_?\d)*")
+_SCIENTIFIC = re.compile(r"[+-]?\d(?:_?\d)*(?:\.\d+)?[eE]\+?\d{1,2}")  # 1e9, 2.5e6; an exponent of 100 is a typo
+
+
+def _integer(text: str, low: int, high: Optional[int], what: str) -> int:
+    """An integer written as 1000000, 1_000_000 or 1e9, within [low, high]; else argparse's one-line error."""
+    t = text.strip()
+    value = None
+    if _INTEGER.fullmatch(t):
+        value = int(t)
+    elif _SCIENTIFIC.fullmatch(t):
+        try:
+            d = Decimal(t.replace("_", ""))
+        except InvalidOperation:
+            d = None
+        if d is not None and d == d.to_integral_value():
+            value = int(d)
+    span = f"from {low:,} to {high:,}" if high is not None else f">= {low:,}"
+    if value is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number (write 1000000, 1_000_000 or 1e6); {what} must be {span}")
+    if value < low or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(f"{text} is out of range; {what} must be {span}")
+    return value
+
+
+def budget_type(text: str) -> int:
+    """argparse type of the --max-params and --max-values budgets: a whole number >= 0."""
+    return _integer(text, 0, None, "a budget")
+
+
+def seed_type(text: str) -> int:
+    """argparse type of every --seed: a whole number from 0 to 2**32 - 1, the range both backends seed."""
+    return _integer(text, 0, SEED_MAX, "a seed")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (the usage is one --help away)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_INVALID, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _expand(arg: str) -> list[str]:
+    """The spec files one SPEC argument stands for: itself, or the .yaml/.yml files directly inside a
+    folder (not subfolders such as invalid/)."""
+    if arg == "":
+        raise SpecError("'': empty path; name a spec file or a folder of them")
+    p = Path(arg)
+    try:
+        is_dir = p.is_dir()
+    except (OSError, ValueError):  # a name too long for the OS, a NUL: the loader reports it, located
+        return [arg]
+    if not is_dir:
+        return [arg]
+    try:
+        files = [str(f) for f in sorted(p.iterdir()) if f.suffix in (".yaml", ".yml") and f.is_file()]
+    except OSError as e:
+        raise SpecError(f"{arg}: cannot read the folder: {e.strerror or e}") from None
+    if not files:
+        raise SpecError(f"{arg}: no .yaml files in the folder")
+    return files
 
 
 def spec_files(args: Sequence[str]) -> list[str]:
-    """Expand directories to the .yaml/.yml files directly inside them (not subfolders such as invalid/)."""
-    out = []
+    """Every spec file the SPEC arguments stand for; SpecError for the first that stands for none."""
+    return [path for arg in args for path in _expand(arg)]
+
+
+def _each_spec(args: Sequence[str]):
+    """(path, None) for each spec file, or (None, SpecError) for an argument that names none, in order."""
     for arg in args:
-        p = Path(arg)
-        if p.is_dir():
-            out.extend(str(f) for f in sorted(p.iterdir()) if f.suffix in (".yaml", ".yml") and f.is_file())
-        else:
-            out.append(arg)
-    return out
+        try:
+            paths = _expand(arg)
+        except SpecError as e:
+            yield None, e
+            continue
+        for path in paths:
+            yield path, None
 
 
-def _load(path: str, max_params: int):
-    return _loader.load(path, max_params=max_params)
+def _load(path: str, max_params: int, max_values: Optional[int] = None):
+    if path == "":
+        # The loader reads '' as the folder '.', and says "./: cannot read the file".
+        raise SpecError("'': empty path; name a spec file")
+    if max_values is None:
+        return _loader.load(path, max_params=max_params)
+    return _loader.load(path, max_params=max_params, max_values=max_values)
+
+
+def _budgets(args) -> dict:
+    return {"max_params": args.max_params, "max_values": getattr(args, "max_values", None)}
 
 
 def cmd_validate(args) -> int:
     code = EXIT_OK
-    for path in spec_files(args.specs):
+    for path, problem in _each_spec(args.specs):
         try:
-            spec = _load(path, args.max_params)
+            if problem:
+                raise problem
+            spec = _load(path, **_budgets(args))
         except SpecError as e:
-            print(e)
+            print(e, file=sys.stderr)
             code = EXIT_INVALID
             continue
         info = infer(spec)
