@@ -266,7 +266,17 @@ def get_backend(name: str) -> Backend:
     try:
         backend = eps[name].load()
     except ImportError as e:
-        missing = getattr(e, "name", None) or str(e)
+        import importlib.util
+
+        missing = getattr(e, "name", None)
+        try:
+            # Only a top-level name: find_spec of "torch._C" would import torch, and fail again.
+            installed = missing is None or importlib.util.find_spec(missing.partition(".")[0]) is not None
+        except (ImportError, ValueError):
+            installed = True
+        if installed:  # a broken install, a missing shared library: "not installed" would mislead
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise BackendUnavailable(f"the {name} backend failed to import: {first}") from None
         raise BackendUnavailable(
             f"the {name} backend needs {missing}, which is not installed: pip install 'seqspec[{name}]'"
         ) from None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -117,11 +117,18 @@ def _first_divergent(spec: Spec, keras: Backend, km: Any, torch: Backend, tm: An
     return None
 
 
-def check(spec: Spec, *, dtype: Optional[str] = None, path: str = "", seed: int = 0) -> CheckResult:
+def check(
+    spec: Spec, *, dtype: Optional[str] = None, path: str = "", seed: int = 0, progress: Optional[Callable[[str], None]] = None
+) -> CheckResult:
     """Build `spec` in both backends, move weights each way, compare outputs (and in float64 the
-    gradients of sum(output * r) with respect to inputs and every weight)."""
+    gradients of sum(output * r) with respect to inputs and every weight).
+
+    `progress`, if given, is called with a line before each step (a long input runs for minutes).
+    """
     if dtype is not None and dtype != spec.dtype:
         spec = _with_dtype(spec, dtype)
+    say = progress or (lambda message: None)
+    say(f"checking {spec.name}: building both models")
     keras, torch = get_backend("keras"), get_backend("torch")
     info = infer(spec)
     tol = TOLERANCE[spec.dtype]
@@ -151,6 +158,8 @@ def check(spec: Spec, *, dtype: Optional[str] = None, path: str = "", seed: int 
         dst.set_weights(dst_model, spec, exported)
         for t in input_lengths(spec):
             for b in BATCH_SIZES:
+                steps = "no time axis" if t is None else f"{t:,} steps"
+                say(f"checking {spec.name}: {direction.replace('_to_', '->')}, {spec.dtype}, batch {b}, {steps} ...")
                 shape = (b,) + ((t,) if t is not None else ()) + (spec.input.shape[-1],)
                 x = rng.standard_normal(shape).astype(spec.dtype)
                 a, c = src.predict(src_model, x), dst.predict(dst_model, x)
@@ -164,9 +173,11 @@ def check(spec: Spec, *, dtype: Optional[str] = None, path: str = "", seed: int 
                     break
 
     if spec.dtype == "float64":
+        say(f"checking {spec.name}: gradients ...")
         result.grad_max_abs_diff = _check_gradients(spec, keras, km, torch, tm, rng, tol, result)
 
     for t in input_lengths(spec)[-1:]:
+        say(f"checking {spec.name}: training mode ...")
         shape = (2,) + ((t,) if t is not None else ()) + (spec.input.shape[-1],)
         x = rng.standard_normal(shape).astype(spec.dtype)
         ks, ts = keras.training_output(km, x, seed).shape, torch.training_output(tm, x, seed).shape

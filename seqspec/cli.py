@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import re
+import signal
 import sys
+import threading
 import traceback
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from . import _loader
 from ._backend import backend_names
@@ -16,33 +21,111 @@ from ._errors import SpecError
 from ._files import atomic_write
 from ._shapes import format_shape, infer
 
-EXIT_OK, EXIT_FAIL, EXIT_INVALID = 0, 1, 2
+EXIT_OK, EXIT_FAIL, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 SCHEMA_URL = "https://raw.githubusercontent.com/seqspec/seqspec/main/schema/seqspec-1.schema.json"
+SEED_MAX = 2**32 - 1  # NumPy's legacy seeding and torch.manual_seed agree only on 0..2**32-1
+_INTEGER = re.compile(r"[+-]?\d(?:_?\d)*")
+_SCIENTIFIC = re.compile(r"[+-]?\d(?:_?\d)*(?:\.\d+)?[eE]\+?\d{1,2}")  # 1e9, 2.5e6; an exponent of 100 is a typo
+
+
+def _integer(text: str, low: int, high: Optional[int], what: str) -> int:
+    """An integer written as 1000000, 1_000_000 or 1e9, within [low, high]; else argparse's one-line error."""
+    t = text.strip()
+    value = None
+    if _INTEGER.fullmatch(t):
+        value = int(t)
+    elif _SCIENTIFIC.fullmatch(t):
+        try:
+            d = Decimal(t.replace("_", ""))
+        except InvalidOperation:
+            d = None
+        if d is not None and d == d.to_integral_value():
+            value = int(d)
+    span = f"from {low:,} to {high:,}" if high is not None else f">= {low:,}"
+    if value is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number (write 1000000, 1_000_000 or 1e6); {what} must be {span}")
+    if value < low or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(f"{text} is out of range; {what} must be {span}")
+    return value
+
+
+def budget_type(text: str) -> int:
+    """argparse type of the --max-params and --max-values budgets: a whole number >= 0."""
+    return _integer(text, 0, None, "a budget")
+
+
+def seed_type(text: str) -> int:
+    """argparse type of every --seed: a whole number from 0 to 2**32 - 1, the range both backends seed."""
+    return _integer(text, 0, SEED_MAX, "a seed")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (the usage is one --help away)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_INVALID, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _expand(arg: str) -> list[str]:
+    """The spec files one SPEC argument stands for: itself, or the .yaml/.yml files directly inside a
+    folder (not subfolders such as invalid/)."""
+    if arg == "":
+        raise SpecError("'': empty path; name a spec file or a folder of them")
+    p = Path(arg)
+    try:
+        is_dir = p.is_dir()
+    except (OSError, ValueError):  # a name too long for the OS, a NUL: the loader reports it, located
+        return [arg]
+    if not is_dir:
+        return [arg]
+    try:
+        files = [str(f) for f in sorted(p.iterdir()) if f.suffix in (".yaml", ".yml") and f.is_file()]
+    except OSError as e:
+        raise SpecError(f"{arg}: cannot read the folder: {e.strerror or e}") from None
+    if not files:
+        raise SpecError(f"{arg}: no .yaml files in the folder")
+    return files
 
 
 def spec_files(args: Sequence[str]) -> list[str]:
-    """Expand directories to the .yaml/.yml files directly inside them (not subfolders such as invalid/)."""
-    out = []
+    """Every spec file the SPEC arguments stand for; SpecError for the first that stands for none."""
+    return [path for arg in args for path in _expand(arg)]
+
+
+def _each_spec(args: Sequence[str]):
+    """(path, None) for each spec file, or (None, SpecError) for an argument that names none, in order."""
     for arg in args:
-        p = Path(arg)
-        if p.is_dir():
-            out.extend(str(f) for f in sorted(p.iterdir()) if f.suffix in (".yaml", ".yml") and f.is_file())
-        else:
-            out.append(arg)
-    return out
+        try:
+            paths = _expand(arg)
+        except SpecError as e:
+            yield None, e
+            continue
+        for path in paths:
+            yield path, None
 
 
-def _load(path: str, max_params: int):
-    return _loader.load(path, max_params=max_params)
+def _load(path: str, max_params: int, max_values: Optional[int] = None):
+    if path == "":
+        # The loader reads '' as the folder '.', and says "./: cannot read the file".
+        raise SpecError("'': empty path; name a spec file")
+    if max_values is None:
+        return _loader.load(path, max_params=max_params)
+    return _loader.load(path, max_params=max_params, max_values=max_values)
+
+
+def _budgets(args) -> dict:
+    return {"max_params": args.max_params, "max_values": getattr(args, "max_values", None)}
 
 
 def cmd_validate(args) -> int:
     code = EXIT_OK
-    for path in spec_files(args.specs):
+    for path, problem in _each_spec(args.specs):
         try:
-            spec = _load(path, args.max_params)
+            if problem:
+                raise problem
+            spec = _load(path, **_budgets(args))
         except SpecError as e:
-            print(e)
+            print(e, file=sys.stderr)
             code = EXIT_INVALID
             continue
         info = infer(spec)
@@ -119,7 +202,7 @@ def _layer_time(li) -> str:
 
 
 def cmd_summary(args) -> int:
-    spec = _load(args.spec, args.max_params)
+    spec = _load(args.spec, **_budgets(args))
     info = infer(spec)
     if args.json:
         print(json.dumps(_summary_json(spec, info), indent=2))
@@ -164,43 +247,111 @@ def cmd_schema(args) -> int:
 def _quiet_frameworks() -> None:
     # TensorFlow logs through C++ and absl at import; keep the CLI's own output clean.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    # Forced, not defaulted: seqspec's Keras backend runs on TensorFlow only, and a KERAS_BACKEND=jax
+    # or torch left in a user's shell (or keras.json) would otherwise break every keras command.
+    os.environ["KERAS_BACKEND"] = "tensorflow"
+
+
+class _deep_recursion:
+    """Room for Keras's graph walk, which recurses once per layer (and TensorFlow's limit of 3,000
+    stops it near 2,500 layers); the loader's value budget keeps specs to some 7,000 layers."""
+
+    def __init__(self, spec):
+        self.limit = min(100_000, 3_000 + 10 * len(spec.layers))
+
+    def __enter__(self):
+        self.previous = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(self.previous, self.limit))
+
+    def __exit__(self, *exc):
+        sys.setrecursionlimit(self.previous)
+
+
+_WRITE_FAILURE = re.compile(r"file write failed|failed writing|no space left|disk quota|unexpected pos", re.IGNORECASE)
+
+
+def write_failure(e: BaseException, path: str) -> Optional[str]:
+    """The one line for a save that the disk refused (torch's zip writer says so in a RuntimeError), else None."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"seqspec: {path}: {'no space left on device' if e.errno == errno.ENOSPC else 'disk quota exceeded'}"
+    if isinstance(e, RuntimeError) and _WRITE_FAILURE.search(str(e)):
+        return f"seqspec: {path}: no space left on device"
+    return None
+
+
+class _Failed(Exception):
+    """An environment failure already worded for the user; exit 1."""
 
 
 def cmd_compile(args) -> int:
     from ._backend import get_backend
     from ._weights import load_weights
 
-    spec = _load(args.spec, args.max_params)
+    spec = _load(args.spec, **_budgets(args))
     _quiet_frameworks()
     backend = get_backend(args.backend)
-    weights = load_weights(args.weights, spec) if args.weights else None
-    model = backend.build(spec, weights)
     out = args.output or f"{spec.name}{backend.suffix}"
+    # Checked before the build: atomic_write would name its hidden temporary file inside the folder.
+    if os.path.isdir(out):
+        raise SpecError(f"{out}: is a folder; name the output file *{backend.suffix}")
     if not out.endswith(backend.suffix):
         raise SpecError(f"{out}: the {backend.name} backend writes {backend.suffix} files; name the output *{backend.suffix}")
-    atomic_write(out, lambda tmp: backend.save(model, spec, tmp), suffix=backend.suffix)
+    weights = load_weights(args.weights, spec) if args.weights else None
+    with _deep_recursion(spec):
+        model = backend.build(spec, weights)
+        try:
+            atomic_write(out, lambda tmp: backend.save(model, spec, tmp), suffix=backend.suffix)
+        except (OSError, RuntimeError) as e:
+            line = write_failure(e, out)
+            if line is None:
+                raise
+            raise _Failed(line) from None
     print(f"{args.spec}: wrote {out} ({backend.name})")
     return EXIT_OK
 
 
+def _progress() -> Optional[Callable[[str], None]]:
+    """A status line on stderr that each step of `check` overwrites, on a terminal only; None elsewhere."""
+    try:
+        if not sys.stderr.isatty():
+            return None
+    except (AttributeError, ValueError):
+        return None
+
+    def show(message: str) -> None:
+        sys.stderr.write(f"\r\x1b[K{message}" if message else "\r\x1b[K")
+        sys.stderr.flush()
+
+    return show
+
+
 def cmd_check(args) -> int:
+    from ._backend import get_backend
     from ._check import check
 
     specs = []
     code = EXIT_OK
-    for path in spec_files(args.specs):
+    for path, problem in _each_spec(args.specs):
         try:
-            specs.append((path, _load(path, args.max_params)))
+            if problem:
+                raise problem
+            specs.append((path, _load(path, **_budgets(args))))
         except SpecError as e:
             print(e, file=sys.stderr)
             code = EXIT_INVALID
     if code == EXIT_INVALID:
         return code
     _quiet_frameworks()
+    get_backend("keras"), get_backend("torch")  # imported before _deep_recursion: TensorFlow resets the limit at import
+    show = _progress()
     results = []
     for path, spec in specs:
-        r = check(spec, dtype=args.dtype, path=path)
+        with _deep_recursion(spec):
+            try:
+                r = check(spec, dtype=args.dtype, path=path, progress=show)
+            finally:
+                if show:
+                    show("")
         results.append(r)
         if args.json:
             continue
@@ -208,7 +359,7 @@ def cmd_check(args) -> int:
         p = r.params
         diffs = f"max abs diff keras->torch {r.max_abs_diff['keras_to_torch']:.2e}, torch->keras {r.max_abs_diff['torch_to_keras']:.2e}"
         grads = "" if r.grad_max_abs_diff is None else f", gradients {r.grad_max_abs_diff:.2e}"
-        print(f"{path}: {status}: {r.name} [{r.dtype}] params {p['core']:,} (keras {p['keras']:,}, torch {p['torch']:,}); {diffs}{grads}; tolerance {r.tolerance:g}")
+        print(f"{path}: {status}: {r.name} [{r.dtype}] params {p['core']:,} (keras {p['keras']:,}, torch {p['torch']:,}); {diffs}{grads}; tolerance {r.tolerance:g}", flush=True)
         for failure in r.failures:
             print(f"  {failure}")
         if r.first_divergent_layer:
@@ -246,13 +397,15 @@ def cmd_train(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="seqspec", description="Define sequence models once; compile them to Keras and PyTorch.")
+    parser = _Parser(prog="seqspec", description="Define sequence models once; compile them to Keras and PyTorch.")
     parser.add_argument("--version", action="version", version="seqspec 0.1.0")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     backends = backend_names()  # the installed entry points: a third backend is a plugin
 
     def budget(p):
-        p.add_argument("--max-params", type=int, default=_loader.DEFAULT_MAX_PARAMS, help="refuse specs with more parameters (default 1e9)")
+        p.add_argument("--max-params", type=budget_type, default=_loader.DEFAULT_MAX_PARAMS, metavar="N", help="refuse specs with more parameters (default 1e9)")
+        # None leaves the loader's own default in force.
+        p.add_argument("--max-values", type=budget_type, default=None, metavar="N", help="refuse spec files with more YAML values, aliases expanded (default: the loader's)")
 
     p = sub.add_parser("validate", help="check specs without building them")
     p.add_argument("specs", nargs="+", metavar="SPEC", help="spec files or directories of them")
@@ -296,7 +449,92 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Interrupts:
+    """Ctrl-C seen anywhere, even where Python swallows it: a finalizer (TensorFlow's) that it
+    interrupts prints "Exception ignored" and the program carries on, to exit 0."""
+
+    def __init__(self):
+        self.seen = False
+        self.installed = False
+
+    def on_sigint(self, signum, frame):
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def unraisable(self, hook):
+        if hook.exc_type is not None and issubclass(hook.exc_type, KeyboardInterrupt):
+            self.seen = True
+            return
+        self.previous_hook(hook)
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self.previous_handler = signal.signal(signal.SIGINT, self.on_sigint)
+        self.previous_hook = sys.unraisablehook
+        sys.unraisablehook = self.unraisable
+        self.installed = True
+
+    def restore(self) -> None:
+        if self.installed:
+            signal.signal(signal.SIGINT, self.previous_handler)
+            sys.unraisablehook = self.previous_hook
+            self.installed = False
+
+    def at_exit(self) -> None:
+        """For the rest of the process (its teardown runs finalizers too), Ctrl-C ends it with 130."""
+        if not self.installed:
+            return
+
+        def late(signum, frame):
+            _say_interrupted()
+            os._exit(EXIT_INTERRUPTED)
+
+        signal.signal(signal.SIGINT, late)
+
+
+def _say_interrupted() -> None:
+    try:
+        sys.stdout.flush()
+    except Exception:
+        pass
+    try:
+        print("seqspec: interrupted", file=sys.stderr, flush=True)
+    except Exception:
+        pass
+
+
+def _readable_streams() -> None:
+    # An error quoting 'é' must not become a UnicodeEncodeError on an ASCII terminal or pipe.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError):
+            pass
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The `seqspec` program. With argv None (the installed script, `python -m seqspec.cli`) it
+    keeps its Ctrl-C handling until the process ends; with argv (tests, callers) it restores it."""
+    interrupts = _Interrupts()
+    try:
+        interrupts.install()
+        _readable_streams()
+        code = _run(argv)
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    finally:
+        if argv is None:
+            interrupts.at_exit()
+        else:
+            interrupts.restore()
+    if interrupts.seen or code == EXIT_INTERRUPTED:
+        _say_interrupted()
+        return EXIT_INTERRUPTED
+    return code
+
+
+def _run(argv: Optional[Sequence[str]]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -304,8 +542,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except SpecError as e:
         print(e, file=sys.stderr)
         return EXIT_INVALID
-    except KeyboardInterrupt:
-        return 130
+    except _Failed as e:
+        print(e, file=sys.stderr)
+        return EXIT_FAIL
     except BrokenPipeError:
         return EXIT_OK
     except OSError as e:  # the environment, not the spec: a full disk, a read-only folder

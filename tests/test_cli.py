@@ -20,15 +20,18 @@ def test_validate_all_examples_ok(capsys):
 
 def test_validate_mixed_exits_2_and_reports_each_file(capsys):
     code = main(["validate", str(ROOT / "specs" / "deep_rnn.yaml"), str(ROOT / "specs" / "invalid" / "missing_key.yaml")])
-    out = capsys.readouterr().out.splitlines()
+    captured = capsys.readouterr()
+    out, err = captured.out.splitlines(), captured.err.splitlines()
     assert code == 2
-    assert out[0].endswith("ok: deep_rnn, 3 layers, 1,282 params")
-    assert "missing required key 'units'" in out[1]
+    assert out == [out[0]] and out[0].endswith("ok: deep_rnn, 3 layers, 1,282 params")
+    assert len(err) == 1 and "missing required key 'units'" in err[0]
 
 
 def test_validate_missing_file_is_one_line(capsys):
     assert main(["validate", "no/such/spec.yaml"]) == 2
-    assert capsys.readouterr().out.strip() == "no/such/spec.yaml:1:1: cannot read the file: No such file or directory"
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert out.err.strip() == "no/such/spec.yaml:1:1: cannot read the file: No such file or directory"
 
 
 def test_summary_json(capsys):
@@ -89,7 +92,7 @@ def test_console_script_validate_is_quiet_and_fast_path():
         capture_output=True, text=True,
     )
     assert out.returncode == 2
-    assert out.stderr == "" and "Traceback" not in out.stdout
+    assert out.stdout == "" and len(out.stderr.splitlines()) == 1 and "Traceback" not in out.stderr
 
 
 def test_backend_without_its_framework_names_the_extra():

@@ -1,4 +1,4 @@
-"""Golden tests: each specs/invalid/NAME.yaml gives exactly the lines of NAME.expected from `seqspec validate`."""
+"""Golden tests: each specs/invalid/NAME.yaml gives exactly the lines of NAME.expected from `seqspec validate`, on stderr."""
 
 import time
 from pathlib import Path
@@ -18,7 +18,8 @@ def test_invalid_spec_gives_exactly_the_expected_errors(spec, capsys, monkeypatc
     code = main(["validate", rel])
     out = capsys.readouterr()
     assert code == 2
-    assert out.out == spec.with_suffix(".expected").read_text()
+    assert out.err == spec.with_suffix(".expected").read_text()
+    assert out.out == ""
     assert "Traceback" not in out.out + out.err
 
 
@@ -37,7 +38,7 @@ def test_alias_bomb_is_refused_quickly(capsys):
     start = time.perf_counter()
     assert main(["validate", str(ROOT / "specs" / "invalid" / "alias_bomb.yaml")]) == 2
     assert time.perf_counter() - start < 0.5
-    assert "alias" in capsys.readouterr().out
+    assert "alias" in capsys.readouterr().err
 
 
 def test_every_line_has_path_line_column_and_field():
