@@ -116,11 +116,13 @@ def test_nan_loss_stops_training_in_one_line_and_writes_nothing(tmp_path, capsys
 def test_metrics_record_the_scaler_units_and_interrupted_and_honour_the_umask(tmp_path, capsys):
     spec = write_spec(tmp_path / "s.yaml")
     out = tmp_path / "run"
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     old = os.umask(0o022)
     try:
         assert train(spec, out) == 0
     finally:
         os.umask(old)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers  # only while training
     stdout = capsys.readouterr().out
     assert "(scores in the data's own units" in stdout and "1 epoch in" in stdout
     m = json.loads((out / "metrics.json").read_text())
@@ -168,12 +170,12 @@ def big_spec(path: Path) -> Path:
     )
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
-def test_a_signal_during_training_writes_the_run_so_far_and_exits_130(tmp_path, sig):
+@pytest.mark.parametrize("backend, sig", [("torch", signal.SIGINT), ("torch", signal.SIGTERM), ("keras", signal.SIGINT)])
+def test_a_signal_during_training_writes_the_run_so_far_and_exits_130(tmp_path, backend, sig):
     spec = big_spec(tmp_path / "s.yaml")
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "backends"), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "seqspec.cli", "train", str(spec), "--backend", "torch", "--epochs", "50", "--out", str(out)]
+    cmd = [sys.executable, "-m", "seqspec.cli", "train", str(spec), "--backend", backend, "--epochs", "50", "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     lines = []
     for line in proc.stdout:
