@@ -309,7 +309,7 @@ class RunRecord:
     metrics: dict  # the contents of metrics.json
 
     def table(self) -> str:
-        return f"{format_table(self.plan, self.scores, self.naive)}\n({self.prepared.units})"
+        return f"{format_table(self.plan, self.scores, self.naive)}\n{self.prepared.units}"
 
     def summary(self) -> str:
         epoch_time = self.metrics["epoch_time_s"]

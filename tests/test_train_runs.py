@@ -124,7 +124,7 @@ def test_metrics_record_the_scaler_units_and_interrupted_and_honour_the_umask(tm
         os.umask(old)
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers  # only while training
     stdout = capsys.readouterr().out
-    assert "(scores in the data's own units" in stdout and "1 epoch in" in stdout
+    assert "\nscores in the data's own units" in stdout and "1 epoch in" in stdout
     m = json.loads((out / "metrics.json").read_text())
     assert m["data"]["scale"] == {"scale": "none"} and m["units"].startswith("scores in the data's own units")
     assert m["interrupted"] is False and m["weights_epoch"] == 1 and "naive_scaled" in m
