@@ -7,14 +7,18 @@ printing is the CLI's.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import platform
 import resource
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
@@ -23,6 +27,121 @@ from . import _spec as s
 from ._errors import SpecError
 
 EXIT_OK = 0
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a Ctrl-C
+POSTFIX_EVERY = 25  # batches between progress-bar updates (each reads the running loss)
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """A backend's fit stopped on SIGINT/SIGTERM at a batch boundary, with the model's weights set
+    to those of epoch `restored` (the best epoch's where early stopping restores them, else the last
+    completed epoch's); `history` holds the completed epochs."""
+
+    def __init__(self, history: list[dict], restored: Optional[int]):
+        super().__init__(f"interrupted after {plural(len(history), 'epoch')}")
+        self.history, self.restored = history, restored
+
+
+class StopRequest:
+    """Set by SIGINT or SIGTERM during training; the loops look at it between batches, so a signal
+    never lands inside an optimizer step and the weights stay those of whole batches."""
+
+    def __init__(self) -> None:
+        self.signal: Optional[int] = None
+
+    def __bool__(self) -> bool:
+        return self.signal is not None
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[StopRequest]:
+    """For the duration of training only: SIGINT and SIGTERM ask the loop to stop at the next batch
+    (a second one interrupts at once); the previous handlers come back afterwards."""
+    request = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request  # signal handlers can only be set from the main thread
+        return
+
+    def handler(signum, frame):
+        if request:
+            raise KeyboardInterrupt
+        request.signal = signum
+
+    saved = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield request
+    finally:
+        for sig, old in saved.items():
+            signal.signal(sig, old)
+
+
+def nonfinite(record: dict) -> Optional[str]:
+    """Why training cannot go on after this epoch's record, or None: its loss became nan or infinite."""
+    for key, what in (("loss", "the loss"), ("val_loss", "the validation loss")):
+        value = record.get(key)
+        if value is not None and not math.isfinite(value):
+            return f"training stopped: {what} became {'nan' if math.isnan(value) else 'infinite'} in epoch {record['epoch']}"
+    return None
+
+
+def diverged(spec: s.Spec, record: dict) -> Optional[SpecError]:
+    """The one-line error for a loss that became nan or infinite, or None."""
+    why = nonfinite(record)
+    if why is None:
+        return None
+    return SpecError(
+        f"{spec.where('train')}: {why}; nothing written (a lower train.optimizer.learning_rate, a clipnorm or scaled data may help)"
+    )
+
+
+def early_stop_line(stopped: Optional[int], patience: int, restored: Optional[int], last: int) -> Optional[str]:
+    """What both backends print when training ends under early stopping (epochs 1-based): where it
+    stopped and whose weights the model holds."""
+    if stopped is not None:
+        head = f"early stopping after epoch {stopped}: val_loss did not improve for {plural(patience, 'epoch')}"
+    elif restored is not None and restored != last:
+        head = f"trained {plural(last, 'epoch')}"
+    else:
+        return None
+    if restored is not None:
+        return f"{head}; restored the weights of epoch {restored} (the best val_loss)"
+    return f"{head}; keeping the weights of epoch {last}"
+
+
+class Progress:
+    """A tqdm bar per epoch when stderr is a terminal; one line per epoch otherwise (logs, pipes).
+    The same on every backend."""
+
+    def __init__(self, epoch: int, epochs: int, batches: int):
+        self.bar = None
+        self.label = f"Epoch {epoch}/{epochs}"
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=batches, desc=self.label, unit="batch", leave=True, dynamic_ncols=True)
+
+    def update(self, n: int, postfix: Optional[dict] = None) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+            if postfix:
+                self.bar.set_postfix({k: f"{v:.4f}" for k, v in postfix.items()}, refresh=False)
+
+    def close(self, record: Optional[dict], batches: int) -> None:
+        """End the epoch's bar with its record, or without one (interrupted)."""
+        if record is None:
+            if self.bar is not None:
+                self.bar.close()
+            return
+        shown = {k: v for k, v in record.items() if k not in ("epoch", "time_s")}
+        if self.bar is not None:
+            self.bar.set_postfix({k: f"{v:.4f}" for k, v in shown.items()})
+            self.bar.close()
+        else:
+            values = " - ".join(f"{k}: {v:.4f}" for k, v in shown.items())
+            print(f"{self.label}\n{batches}/{batches} - {record['time_s']:.0f}s - {values}", flush=True)
 
 
 @dataclass(frozen=True)
@@ -65,6 +184,8 @@ class Run:
     model: Any
     history: list[dict] = field(default_factory=list)
     wall_time_s: float = 0.0
+    interrupted: bool = False  # by SIGINT/SIGTERM; the model holds the weights of epoch `restored`
+    restored: Optional[int] = None
 
 
 def make_plan(spec: s.Spec, epochs: Optional[int] = None, batch_size: Optional[int] = None, seed: Optional[int] = None) -> Plan:
@@ -167,7 +288,10 @@ def train(spec: s.Spec, backend_name: str, plan: Plan, prepared: Optional[Prepar
     backend = get_backend(backend_name)
     model = backend.build(prepared.spec)
     start = time.perf_counter()
-    history = backend.fit(prepared.spec, model, plan, prepared.splits["train"], prepared.splits["validation"])
+    try:
+        history = backend.fit(prepared.spec, model, plan, prepared.splits["train"], prepared.splits["validation"])
+    except TrainingInterrupted as e:
+        return Run(model, e.history, time.perf_counter() - start, interrupted=True, restored=e.restored), prepared
     return Run(model, history, time.perf_counter() - start), prepared
 
 
@@ -185,12 +309,13 @@ class RunRecord:
     metrics: dict  # the contents of metrics.json
 
     def table(self) -> str:
-        return format_table(self.plan, self.scores, self.naive)
+        return f"{format_table(self.plan, self.scores, self.naive)}\n{self.prepared.units}"
 
     def summary(self) -> str:
         epoch_time = self.metrics["epoch_time_s"]
         n = len(self.run.history)
-        return f"{self.spec.name}: {n} epoch{'' if n == 1 else 's'} in {self.run.wall_time_s:.1f} s ({epoch_time:.2f} s/epoch)"
+        stopped = " (interrupted)" if self.run.interrupted else ""
+        return f"{self.spec.name}: {plural(n, 'epoch')}{stopped} in {self.run.wall_time_s:.1f} s ({epoch_time:.2f} s/epoch)"
 
 
 def run_training(spec: s.Spec, backend_name: str, plan: Plan, prepared: Prepared) -> RunRecord:
@@ -199,12 +324,21 @@ def run_training(spec: s.Spec, backend_name: str, plan: Plan, prepared: Prepared
 
     backend = get_backend(backend_name)
     run, _ = train(spec, backend_name, plan, prepared)
+    if run.interrupted and not run.history:
+        raise run_interrupted(run)
     scores, naive = evaluate(backend, run.model, prepared, plan)
-    record = metrics_record(prepared.spec, backend, plan, prepared, run, scores, naive)
+    # The per-epoch history is in the scaled units: the learning curves' naive line must be too.
+    naive_scaled = naive if prepared.scaler.identity else evaluate(backend, run.model, prepared, plan, units="scaled")[1]
+    record = metrics_record(prepared.spec, backend, plan, prepared, run, scores, naive, naive_scaled)
     return RunRecord(backend, prepared.spec, plan, prepared, run, scores, naive, record)
 
 
 # --- reporting -------------------------------------------------------------------------------
+
+
+def run_interrupted(run: Run) -> KeyboardInterrupt:
+    """Interrupted before a single epoch finished: there is nothing to write."""
+    return KeyboardInterrupt("interrupted before the first epoch finished; nothing written")
 
 
 def format_table(plan: Plan, scores: dict, naive: dict) -> str:
@@ -227,8 +361,11 @@ def peak_rss_mib() -> float:
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
-def metrics_record(spec: s.Spec, backend, plan: Plan, prepared: Prepared, run: Run, scores: dict, naive: dict) -> dict:
-    """The contents of metrics.json."""
+def metrics_record(
+    spec: s.Spec, backend, plan: Plan, prepared: Prepared, run: Run, scores: dict, naive: dict, naive_scaled: Optional[dict] = None
+) -> dict:
+    """The contents of metrics.json: `final` and `naive` in the data's units, `history` and
+    `naive_scaled` in the units the model trains in (the same when the data is not scaled)."""
     history = run.history
     best = min(range(len(history)), key=lambda i: history[i]["val_loss"]) if history else None
     times = [h["time_s"] for h in history]
@@ -241,7 +378,9 @@ def metrics_record(spec: s.Spec, backend, plan: Plan, prepared: Prepared, run: R
             "origin": prepared.windows.origin,
             "steps": prepared.windows.steps,
             "series": {k: int(len(v.x)) for k, v in prepared.splits.items()},
+            "scale": prepared.scaler.as_json(),
         },
+        "units": prepared.units,
         "target": {"kind": prepared.targets.kind, "horizon": prepared.targets.horizon, "aligned_steps": prepared.targets.aligned},
         "loss": plan.loss,
         "metrics": list(plan.metrics),
@@ -250,10 +389,13 @@ def metrics_record(spec: s.Spec, backend, plan: Plan, prepared: Prepared, run: R
         "epochs": plan.epochs,
         "epochs_run": len(history),
         "best_epoch": None if best is None else best + 1,
+        "interrupted": run.interrupted,
+        "weights_epoch": weights_epoch(plan, run, best),
         "early_stopping": None if plan.early_stopping is None else plan.early_stopping.model_dump(),
         "history": history,
         "final": scores,
         "naive": naive,
+        "naive_scaled": naive if naive_scaled is None else naive_scaled,
         "wall_time_s": run.wall_time_s,
         "epoch_time_s": float(np.mean(times)) if times else None,
         "epoch_time_s_after_first": float(np.mean(times[1:])) if len(times) > 1 else None,
@@ -261,6 +403,15 @@ def metrics_record(spec: s.Spec, backend, plan: Plan, prepared: Prepared, run: R
         "versions": {"python": platform.python_version(), "numpy": np.__version__, **backend.versions()},
         "machine": {"platform": platform.platform(), "processor": cpu_name(), "cpus": os.cpu_count()},
     }
+
+
+def weights_epoch(plan: Plan, run: Run, best: Optional[int]) -> Optional[int]:
+    """The epoch (1-based) whose weights the run's model holds."""
+    if run.interrupted:
+        return run.restored
+    if best is not None and plan.early_stopping is not None and plan.early_stopping.restore_best_weights:
+        return best + 1
+    return len(run.history) or None
 
 
 def cpu_name() -> str:
@@ -290,7 +441,9 @@ def plot_learning_curves(path: str, record: dict) -> None:
         key = "loss" if name == record["loss"] else name
         ax.plot(epochs, [h[key] for h in history], "b.-", label=f"train {name}")
         ax.plot(epochs, [h[f"val_{key}"] for h in history], "r.-", label=f"validation {name}")
-        ax.axhline(record["naive"]["validation"][name], color="gray", linestyle="--", label="naive (validation)")
+        naive = record.get("naive_scaled", record["naive"]).get("validation")
+        if naive is not None and naive.get(name) is not None:
+            ax.axhline(naive[name], color="gray", linestyle="--", label="naive (validation)")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_yscale("log")

@@ -375,9 +375,11 @@ def cmd_train(args) -> int:
 
     from . import _train
     from ._backend import get_backend
-    from ._files import write_run
+    from ._files import check_out, lock_out, write_run
 
     spec = _load(args.spec, args.max_params)
+    out = Path(args.out or os.path.join("runs", f"{spec.name}-{args.backend}"))
+    check_out(out, args.overwrite)  # before the data and the framework load, not after the whole run
     # Checked before training, not when the plots are drawn at the end of it.
     missing = [m for m in ("matplotlib", "tqdm") if importlib.util.find_spec(m) is None]
     if missing:
@@ -385,15 +387,23 @@ def cmd_train(args) -> int:
     _quiet_frameworks()
     plan = _train.make_plan(spec, args.epochs, args.batch_size, args.seed)
     prepared = _train.prepare(spec, plan.seed)  # every data problem is raised here, before anything is written
-    get_backend(args.backend)
-    sizes = ", ".join(f"{k} {len(v.x)}" for k, v in prepared.splits.items())
-    print(f"{spec.name}: training on {args.backend}: {prepared.windows.origin}; {sizes}; target {prepared.targets.kind}", flush=True)
-    record = _train.run_training(spec, args.backend, plan, prepared)
-    print(record.table())
-    out = Path(args.out or os.path.join("runs", f"{spec.name}-{args.backend}"))
-    write_run(out, record)
+    with lock_out(out):
+        check_out(out, args.overwrite)  # again: another run may have finished into it meanwhile
+        get_backend(args.backend)
+        sizes = ", ".join(f"{k} {len(v.x)}" for k, v in prepared.splits.items())
+        print(f"{spec.name}: training on {args.backend}: {prepared.windows.origin}; {sizes}; target {prepared.targets.kind}", flush=True)
+        try:
+            record = _train.run_training(spec, args.backend, plan, prepared)
+        except KeyboardInterrupt as e:
+            print(f"{spec.name}: {e or 'interrupted'}", flush=True)
+            return _train.EXIT_INTERRUPTED
+        if record.run.interrupted:
+            n, restored = len(record.run.history), record.run.restored
+            print(f"{spec.name}: interrupted after {_train.plural(n, 'epoch')}; writing the run with the weights of epoch {restored}", flush=True)
+        print(record.table())
+        write_run(out, record, args.overwrite)
     print(f"{record.summary()}; wrote {out}/", flush=True)
-    return EXIT_OK
+    return _train.EXIT_INTERRUPTED if record.run.interrupted else EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -442,7 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", required=True, choices=backends)
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--out", metavar="DIR", help="output directory (default runs/NAME-BACKEND)")
+    p.add_argument("--out", metavar="DIR", help="output directory (default runs/NAME-BACKEND); must be new or empty unless --overwrite")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in --out (only a folder holding a seqspec run)")
     p.add_argument("--seed", type=int)
     budget(p)
     p.set_defaults(run=cmd_train)

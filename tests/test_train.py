@@ -270,3 +270,18 @@ def test_spec_without_train_section_is_refused(tmp_path, capsys):
     assert main(["train", str(tmp_path / "s.yaml"), "--backend", "torch", "--out", str(tmp_path / "run")]) == 2
     assert capsys.readouterr().err.strip() == f"{tmp_path / 's.yaml'}:1:1: the spec has no train: section, so seqspec train does not know its data or target"
     assert not (tmp_path / "run").exists()
+
+
+def test_scaled_run_records_its_scaler_and_a_naive_baseline_in_the_history_units(tmp_path, capsys):
+    write_csv(tmp_path / "series.csv", 120)
+    data = {"source": "csv", "path": "series.csv", "columns": ["value"], "steps": 5, "split": [0.6, 0.2, 0.2], "scale": "standard"}
+    spec_with({"data": data, "target": {"kind": "next"}}, path=tmp_path / "spec.yaml")
+    out = tmp_path / "run"
+    assert main(["train", str(tmp_path / "spec.yaml"), "--backend", "torch", "--epochs", "1", "--out", str(out)]) == 0
+    assert "the model trains on standard-scaled data" in capsys.readouterr().out
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["data"]["scale"]["scale"] == "standard" and len(m["data"]["scale"]["mean"]) == 1
+    assert m["units"].startswith("scores in the data's own units")
+    # The naive forecast's error in scaled units is the data-unit error over std squared (mse).
+    std = m["data"]["scale"]["std"][0]
+    assert m["naive_scaled"]["validation"]["mse"] == pytest.approx(m["naive"]["validation"]["mse"] / std**2, rel=1e-5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Optional
 
 import keras
 import tensorflow as tf
@@ -10,6 +11,8 @@ from keras import ops
 
 import seqspec as s
 from seqspec import Plan, Split
+from seqspec import _train
+from seqspec._train import POSTFIX_EVERY
 
 EVAL_BATCH = 1024  # validation batch size: only speed depends on it, the mean is over every value
 
@@ -65,50 +68,105 @@ def batches(split: Split, plan: Plan):
             yield split.x[idx], split.y[idx]
 
 
-class EpochTimer(keras.callbacks.Callback):
-    """Wall time of every epoch, training and validation together."""
+class _Stop(Exception):
+    """Raised by _Loop at a batch boundary after SIGINT/SIGTERM: out of Keras's fit, caught by `fit`."""
 
-    def __init__(self):
+
+class _Loop(keras.callbacks.Callback):
+    """Per-epoch records and wall times (training and validation together), the same progress display
+    as the torch backend (seqspec._train.Progress), a stop between batches on SIGINT/SIGTERM, and a
+    stop on a loss that became nan or infinite."""
+
+    def __init__(self, spec: s.Spec, plan: Plan, batches: int, stop: _train.StopRequest, keep_last: bool):
         super().__init__()
-        self.times: list[float] = []
+        self.spec, self.plan, self.batches, self.stop, self.keep_last = spec, plan, batches, stop, keep_last
+        self.records: list[dict] = []
+        self.last_weights = None  # the last completed epoch's, for an interrupt mid-epoch
+        self.progress: Optional[_train.Progress] = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
+        self.progress = _train.Progress(epoch + 1, self.plan.epochs, self.batches)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.stop:
+            raise _Stop
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (batch + 1) % POSTFIX_EVERY == 0 and self.progress is not None and self.progress.bar is not None:
+            self.progress.update(POSTFIX_EVERY, {k: float(v) for k, v in (logs or {}).items()})
 
     def on_epoch_end(self, epoch, logs=None):
-        self.times.append(time.perf_counter() - self._start)
+        logs = logs or {}
+        keys = ["loss", *self.plan.metrics]
+        record = {"epoch": epoch + 1}
+        record.update({k: float(logs[k]) for k in keys})
+        record.update({f"val_{k}": float(logs[f"val_{k}"]) for k in keys})
+        record["time_s"] = time.perf_counter() - self._start
+        progress, self.progress = self.progress, None
+        progress.update(self.batches % POSTFIX_EVERY)
+        error = _train.diverged(self.spec, record)
+        if error is not None:
+            progress.close(None, self.batches)
+            raise error
+        progress.close(record, self.batches)
+        self.records.append(record)
+        if self.keep_last:
+            self.last_weights = self.model.get_weights()
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.close(None, self.batches)
+            self.progress = None
 
 
 def fit(spec: s.Spec, model: keras.Model, plan: Plan, train: Split, validation: Split) -> list[dict]:
-    """Train `model` in place with keras.Model.fit (progress printed one line per epoch); returns per-epoch records
-    {epoch, loss, <metric>..., val_loss, val_<metric>..., time_s}."""
+    """Train `model` in place with keras.Model.fit; returns per-epoch records
+    {epoch, loss, <metric>..., val_loss, val_<metric>..., time_s}. SIGINT/SIGTERM stop it between
+    batches with seqspec._train.TrainingInterrupted; a loss that becomes nan or infinite stops it
+    with a SpecError."""
     keras.utils.set_random_seed(plan.seed)  # dropout masks
     compile_model(model, spec, plan)
-    timer = EpochTimer()
-    callbacks: list[keras.callbacks.Callback] = [timer]
-    if plan.early_stopping is not None:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=plan.early_stopping.patience, restore_best_weights=plan.early_stopping.restore_best_weights
+    es = plan.early_stopping
+    restores = es is not None and es.restore_best_weights
+    n_batches = plan.batches(len(train.x))
+    with _train.stop_on_signals() as stop:
+        loop = _Loop(spec, plan, n_batches, stop, keep_last=not restores)
+        # First, so that a nan epoch stops training before EarlyStopping records it.
+        callbacks: list[keras.callbacks.Callback] = [loop]
+        stopper = None
+        if es is not None:
+            stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=es.patience, restore_best_weights=es.restore_best_weights)
+            callbacks.append(stopper)
+        try:
+            model.fit(
+                batches(train, plan),
+                steps_per_epoch=n_batches,  # the generator runs on from one epoch to the next
+                epochs=plan.epochs,
+                shuffle=False,  # the generator yields the plan's order already
+                # A dataset, not arrays: Keras casts float64 arrays to float32 (floatx), a dataset keeps the spec's dtype.
+                validation_data=tf.data.Dataset.from_tensor_slices((validation.x, validation.y)).batch(EVAL_BATCH),
+                callbacks=callbacks,
+                verbose=0,  # progress is _Loop's, the same as the torch backend's
             )
-        )
-    history = model.fit(
-        batches(train, plan),
-        steps_per_epoch=plan.batches(len(train.x)),  # the generator runs on from one epoch to the next
-        epochs=plan.epochs,
-        shuffle=False,  # the generator yields the plan's order already
-        # A dataset, not arrays: Keras casts float64 arrays to float32 (floatx), a dataset keeps the spec's dtype.
-        validation_data=tf.data.Dataset.from_tensor_slices((validation.x, validation.y)).batch(EVAL_BATCH),
-        callbacks=callbacks,
-        verbose=2,
-    )
-    h = history.history
-    keys = ["loss", *plan.metrics]
-    records = []
-    for i, t in enumerate(timer.times):
-        record = {"epoch": i + 1}
-        record.update({k: float(h[k][i]) for k in keys})
-        record.update({f"val_{k}": float(h[f"val_{k}"][i]) for k in keys})
-        record["time_s"] = t
-        records.append(record)
-    return records
+        except (_Stop, KeyboardInterrupt):
+            loop.close()
+            # Keras's on_train_end (where EarlyStopping restores) does not run when fit is left by an exception.
+            restored = None
+            if restores and stopper is not None and stopper.best_weights is not None:
+                model.set_weights(stopper.best_weights)
+                restored = stopper.best_epoch + 1
+            elif loop.last_weights is not None:
+                model.set_weights(loop.last_weights)
+                restored = len(loop.records)
+            raise _train.TrainingInterrupted(loop.records, restored) from None
+        except BaseException:
+            loop.close()
+            raise
+    if stopper is not None:
+        stopped = stopper.stopped_epoch + 1 if stopper.stopped_epoch > 0 else None
+        restored = stopper.best_epoch + 1 if restores and stopper.best_weights is not None else None
+        line = _train.early_stop_line(stopped, es.patience, restored, len(loop.records))
+        if line:
+            print(line, flush=True)
+    return loop.records

@@ -114,7 +114,10 @@ class TorchBackend(seqspec.Backend):
 
     def save(self, model: ly.Model, spec: Spec, path: str) -> None:
         weights = {name: torch.from_numpy(a) for name, a in self.get_weights(model, spec).items()}
-        torch.save({"format": SAVE_FORMAT, "spec": spec.model_dump(mode="json"), "weights": weights}, path)
+        # To a file object, not a name: torch.save names the zip's root folder after the file, and the
+        # caller's temporary name would make two saves of one model differ.
+        with open(path, "wb") as f:
+            torch.save({"format": SAVE_FORMAT, "spec": spec.model_dump(mode="json"), "weights": weights}, f)
 
     def load(self, path: str) -> ly.Model:
         # weights_only: the file holds tensors, strings and numbers, never pickled code.

@@ -8,7 +8,6 @@ own rules, written with torch's multi-tensor (_foreach) kernels.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from typing import Callable, Optional
 
@@ -18,9 +17,10 @@ from torch import nn
 
 import seqspec as s
 from seqspec import Plan, Split
+from seqspec import _train
+from seqspec._train import POSTFIX_EVERY
 
 EVAL_BATCH = 1024
-POSTFIX_EVERY = 25  # batches between progress-bar updates (each reads the running loss off the tensor)
 
 
 def _f32(value: float) -> float:
@@ -149,39 +149,19 @@ def evaluate(model: nn.Module, split: Split, names: tuple[str, ...]) -> dict[str
     return {n: totals[n] / len(x) for n in names}
 
 
-class _Progress:
-    """A tqdm bar per epoch on a terminal; one line per epoch otherwise (logs, pipes)."""
-
-    def __init__(self, epoch: int, epochs: int, batches: int):
-        self.bar = None
-        self.label = f"Epoch {epoch}/{epochs}"
-        if sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=batches, desc=self.label, unit="batch", leave=True, dynamic_ncols=True)
-
-    def update(self, n: int, postfix: Optional[dict] = None) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-            if postfix:
-                self.bar.set_postfix({k: f"{v:.4f}" for k, v in postfix.items()}, refresh=False)
-
-    def close(self, record: dict, batches: int) -> None:
-        shown = {k: v for k, v in record.items() if k not in ("epoch", "time_s")}
-        if self.bar is not None:
-            self.bar.set_postfix({k: f"{v:.4f}" for k, v in shown.items()})
-            self.bar.close()
-        else:
-            values = " - ".join(f"{k}: {v:.4f}" for k, v in shown.items())
-            print(f"{self.label}\n{batches}/{batches} - {record['time_s']:.0f}s - {values}", flush=True)
-
-
 def fit(spec: s.Spec, model: nn.Module, plan: Plan, train: Split, validation: Split) -> list[dict]:
     """Train `model` in place; returns per-epoch records {epoch, loss, <metric>..., val_loss, val_<metric>..., time_s}.
 
     The training loss and metrics are means over the epoch's batches in training mode, weighted by
     batch size (what Keras's fit reports); validation runs in inference mode after each epoch.
+    SIGINT/SIGTERM stop it between batches with seqspec._train.TrainingInterrupted; a loss that
+    becomes nan or infinite stops it with a SpecError.
     """
+    with _train.stop_on_signals() as stop:
+        return _fit(spec, model, plan, train, validation, stop)
+
+
+def _fit(spec: s.Spec, model: nn.Module, plan: Plan, train: Split, validation: Split, stop: _train.StopRequest) -> list[dict]:
     torch.set_num_threads(plan.threads or default_threads())
     torch.manual_seed(plan.seed)  # dropout masks
     names = ("loss", *plan.metrics)
@@ -192,16 +172,35 @@ def fit(spec: s.Spec, model: nn.Module, plan: Plan, train: Split, validation: Sp
     n, bs = len(x), plan.batch_size
     batches = plan.batches(n)
     stopper = _EarlyStopping(plan.early_stopping, model)
-    records = []
+    records: list[dict] = []
+    last_state: Optional[dict] = None  # the last completed epoch's weights, for an interrupt mid-epoch
+
+    def interrupted(progress: Optional[_train.Progress]) -> _train.TrainingInterrupted:
+        if progress is not None:
+            progress.close(None, batches)
+        if stopper.restores:
+            stopper.restore()
+            restored = stopper.best_epoch
+        elif last_state is not None:
+            model.load_state_dict(last_state)
+            restored = len(records)
+        else:
+            restored = None
+        return _train.TrainingInterrupted(records, restored)
+
     for epoch in range(plan.epochs):
+        if stop:
+            raise interrupted(None)
         start = time.perf_counter()
-        progress = _Progress(epoch + 1, plan.epochs, batches)
+        progress = _train.Progress(epoch + 1, plan.epochs, batches)
         order = torch.from_numpy(plan.order(n, epoch))
         model.train()
         # Running sums stay tensors: reading them (a sync) happens only every POSTFIX_EVERY batches.
         sums = {k: torch.zeros((), dtype=torch.float64) for k in names}
         seen = 0
         for b in range(batches):
+            if stop:
+                raise interrupted(progress)
             idx = order[b * bs : (b + 1) * bs]
             xb, yb = x[idx], y[idx]
             pred = model(xb)
@@ -224,12 +223,24 @@ def fit(spec: s.Spec, model: nn.Module, plan: Plan, train: Split, validation: Sp
         record["val_loss"] = val[plan.loss]
         record.update({f"val_{m}": val[m] for m in plan.metrics})
         record["time_s"] = time.perf_counter() - start
+        error = _train.diverged(spec, record)
+        if error is not None:
+            progress.close(None, batches)
+            raise error
         progress.close(record, batches)
         records.append(record)
+        if not stopper.restores:
+            last_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if stopper.update(epoch, record["val_loss"]):
-            print(f"Epoch {epoch + 1}: early stopping", flush=True)
+            stopper.stopped_epoch = epoch + 1
             break
     stopper.restore()
+    if plan.early_stopping is not None:
+        line = _train.early_stop_line(
+            stopper.stopped_epoch, plan.early_stopping.patience, stopper.best_epoch if stopper.restores else None, len(records)
+        )
+        if line:
+            print(line, flush=True)
     return records
 
 
@@ -241,7 +252,13 @@ class _EarlyStopping:
         self.config, self.model = config, model
         self.best = math.inf
         self.best_state: Optional[dict] = None
+        self.best_epoch: Optional[int] = None  # 1-based
+        self.stopped_epoch: Optional[int] = None  # 1-based, set by fit
         self.wait = 0
+
+    @property
+    def restores(self) -> bool:
+        return self.config is not None and self.config.restore_best_weights
 
     def update(self, epoch: int, val_loss: float) -> bool:
         """Record an epoch; True when training should stop."""
@@ -249,12 +266,12 @@ class _EarlyStopping:
             return False
         self.wait += 1
         if val_loss < self.best:
-            self.best, self.wait = val_loss, 0
+            self.best, self.wait, self.best_epoch = val_loss, 0, epoch + 1
             if self.config.restore_best_weights:
                 self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             return False
         return self.wait >= self.config.patience and epoch > 0
 
     def restore(self) -> None:
-        if self.config is not None and self.config.restore_best_weights and self.best_state is not None:
+        if self.restores and self.best_state is not None:
             self.model.load_state_dict(self.best_state)
