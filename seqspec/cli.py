@@ -129,7 +129,8 @@ def cmd_validate(args) -> int:
             code = EXIT_INVALID
             continue
         info = infer(spec)
-        print(f"{path}: ok: {spec.name}, {len(spec.layers)} layers, {info.params:,} params")
+        n = len(spec.layers)
+        print(f"{path}: ok: {spec.name}, {n} layer{'' if n == 1 else 's'}, {info.params:,} params")
     return code
 
 
@@ -377,7 +378,7 @@ def cmd_train(args) -> int:
     from ._backend import get_backend
     from ._files import check_out, lock_out, write_run
 
-    spec = _load(args.spec, args.max_params)
+    spec = _load(args.spec, **_budgets(args))
     out = Path(args.out or os.path.join("runs", f"{spec.name}-{args.backend}"))
     check_out(out, args.overwrite)  # before the data and the framework load, not after the whole run
     # Checked before training, not when the plots are drawn at the end of it.
@@ -454,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--out", metavar="DIR", help="output directory (default runs/NAME-BACKEND); must be new or empty unless --overwrite")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in --out (only a folder holding a seqspec run)")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=seed_type)
     budget(p)
     p.set_defaults(run=cmd_train)
     return parser

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from seqspec.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,3 +107,18 @@ def test_backend_without_its_framework_names_the_extra():
     assert out.returncode == 2
     assert out.stderr.strip() == "the torch backend needs torch, which is not installed: pip install 'seqspec[torch]'"
     assert not Path("never.pt").exists()
+
+
+def test_train_refuses_a_seed_neither_backend_takes(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", str(ROOT / "specs" / "seq2seq_lstm.yaml"), "--backend", "torch", "--seed", str(2**32)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--seed" in err and err.count("\n") == 1
+
+
+def test_validate_says_one_layer_not_one_layers(tmp_path, capsys):
+    path = tmp_path / "one.yaml"
+    path.write_text("seqspec: 1\nname: one\ninput: {shape: [3]}\nlayers: [{type: dense, units: 2}]\n")
+    assert main(["validate", str(path)]) == 0
+    assert capsys.readouterr().out == f"{path}: ok: one, 1 layer, 8 params\n"
