@@ -116,13 +116,51 @@ class TorchBackend(seqspec.Backend):
         weights = {name: torch.from_numpy(a) for name, a in self.get_weights(model, spec).items()}
         torch.save({"format": SAVE_FORMAT, "spec": spec.model_dump(mode="json"), "weights": weights}, path)
 
-    def load(self, path: str) -> ly.Model:
+    def load(
+        self, path: str, *, max_params: int = seqspec.DEFAULT_MAX_PARAMS, max_values: int = seqspec.DEFAULT_MAX_VALUES
+    ) -> ly.Model:
+        """Reload a model written by `save`. The stored spec passes the checks of seqspec.load
+        (budgets included) before anything is built; every refusal is one BackendError line
+        naming the file."""
+        import json
+        import os
+        import stat
+
+        path = os.fspath(path)
+        # Not seqspec._safeio (core-private): reading a FIFO blocks, /dev/zero never ends.
+        try:
+            mode = os.stat(path).st_mode
+        except (OSError, ValueError) as e:
+            raise BackendError(f"{path}: cannot read the file: {getattr(e, 'strerror', None) or e}") from None
+        if not stat.S_ISREG(mode):
+            raise BackendError(f"{path}: not a regular file")
         # weights_only: the file holds tensors, strings and numbers, never pickled code.
-        d: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            d: Any = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # a truncated zip, a pickle of code: torch's errors run to pages
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise BackendError(f"{path}: not a seqspec torch model ({first})") from None
         if not isinstance(d, dict) or d.get("format") != SAVE_FORMAT:
             raise BackendError(f"{path}: not a seqspec torch model (expected format {SAVE_FORMAT!r})")
-        spec = Spec.model_validate(d["spec"])
-        return self.build(spec, {name: t.numpy() for name, t in d["weights"].items()})
+        stored, weights = d.get("spec"), d.get("weights")
+        if not isinstance(stored, dict) or not isinstance(weights, dict):
+            raise BackendError(f"{path}: not a seqspec torch model (no stored spec and weights)")
+        # A 2 kB file can claim a layer of billions of parameters: the stored spec goes through
+        # seqspec.load as JSON text (JSON is YAML) so that no check is skipped or duplicated here.
+        try:
+            text = json.dumps(stored, indent=1, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise BackendError(f"{path}: the stored spec is not plain data ({e})") from None
+        try:
+            spec = seqspec.load(text, max_params=max_params, max_values=max_values)
+        except seqspec.SpecError as e:
+            problem = e.problems[0] if e.problems else None
+            what = (f"{problem.field}: {problem.message}" if problem.field else problem.message) if problem else str(e)
+            more = f" (and {len(e.problems) - 1} more)" if len(e.problems) > 1 else ""
+            raise BackendError(f"{path}: the stored spec: {what}{more}") from None
+        if not all(isinstance(t, torch.Tensor) for t in weights.values()):
+            raise BackendError(f"{path}: not a seqspec torch model (a stored weight is not a tensor)")
+        return self.build(spec, {str(name): t.numpy() for name, t in weights.items()})
 
 
 backend = TorchBackend()
