@@ -134,9 +134,16 @@ class TorchBackend(seqspec.Backend):
             raise BackendError(f"{path}: cannot read the file: {getattr(e, 'strerror', None) or e}") from None
         if not stat.S_ISREG(mode):
             raise BackendError(f"{path}: not a regular file")
-        # weights_only: the file holds tensors, strings and numbers, never pickled code.
+        size = os.stat(path).st_size
+        # No model within the budget needs more than 8 bytes a parameter plus its pickled spec
+        # (a spec file is at most 1 MB; 4 MB leaves room for the archive's records).
+        slack = 4_000_000
+        if size > max_params * 8 + slack:
+            raise BackendError(f"{path}: file is {size:,} bytes, more than any model within the budget of {max_params:,} parameters needs")
+        # weights_only: the file holds tensors, strings and numbers, never pickled code; mmap:
+        # the tensors stay in the file until the stored spec has passed the budgets.
         try:
-            d: Any = torch.load(path, map_location="cpu", weights_only=True)
+            d: Any = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except Exception as e:  # a truncated zip, a pickle of code: torch's errors run to pages
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise BackendError(f"{path}: not a seqspec torch model ({first})") from None
@@ -160,6 +167,9 @@ class TorchBackend(seqspec.Backend):
             raise BackendError(f"{path}: the stored spec: {what}{more}") from None
         if not all(isinstance(t, torch.Tensor) for t in weights.values()):
             raise BackendError(f"{path}: not a seqspec torch model (a stored weight is not a tensor)")
+        needed = seqspec.infer(spec).params * torch.finfo(_DTYPES[spec.dtype]).bits // 8 + slack
+        if size > needed:
+            raise BackendError(f"{path}: file is {size:,} bytes, more than its model {spec.name!r} needs ({needed:,})")
         return self.build(spec, {str(name): t.numpy() for name, t in weights.items()})
 
 
