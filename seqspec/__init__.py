@@ -2,7 +2,8 @@
 
 from ._backend import Backend, Site, Table, backend_names, get_backend, has_arrays, missing_nodes
 from ._errors import BackendError, BackendUnavailable, DataError, Problem, SpecError, WeightsError
-from ._loader import DEFAULT_MAX_PARAMS, load, parse
+from ._loader import DEFAULT_MAX_PARAMS, DEFAULT_MAX_VALUES, load, parse
+from ._models import load_model
 from ._rules import Upsampling, Window
 from ._shapes import LayerInfo, ModelInfo, ShapeError, TimeMap, infer
 from ._spec import (
@@ -70,7 +71,12 @@ def summary(spec: Spec) -> ModelInfo:
 
 
 def build(spec: Spec, backend: str = "keras", weights=None):
-    """The native model of `spec` in `backend` ("keras" or "torch"): a keras.Model or a torch.nn.Module."""
+    """The native model of `spec` in `backend` ("keras" or "torch"): a keras.Model or a torch.nn.Module.
+
+    A torch module comes back in eval mode (dropout off, batch norm on its moving statistics),
+    unlike a fresh nn.Module: called as built, both backends compute the same function, the
+    one `seqspec check` proves. Call `model.train()` before training it in your own loop.
+    """
     return get_backend(backend).build(spec, weights)
 
 
@@ -92,6 +98,7 @@ __all__ = [
     "Cropping1D",
     "DataError",
     "DEFAULT_MAX_PARAMS",
+    "DEFAULT_MAX_VALUES",
     "Dense",
     "Dropout",
     "EarlyStopping",
@@ -112,6 +119,7 @@ __all__ = [
     "layout",
     "LNSimpleRNNCell",
     "load",
+    "load_model",
     "load_weights",
     "LSTM",
     "LSTM_GATES",

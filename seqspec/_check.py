@@ -7,13 +7,14 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from ._loader import LONGEST_CHECK_LENGTH, LONGEST_CHECK_LENGTH_WAVENET
 from ._backend import Backend, get_backend
 from ._shapes import ShapeError, infer
 from ._spec import Spec
 from ._weights import arrays, initial_weights
 
 TOLERANCE = {"float32": 1e-5, "float64": 1e-9}
-LENGTHS = (1, 7, 500)
+LENGTHS = (1, 7, LONGEST_CHECK_LENGTH)
 BATCH_SIZES = (1, 3)
 
 
@@ -81,7 +82,7 @@ def input_lengths(spec: Spec) -> list[Optional[int]]:
     if spec.input.shape[0] is not None:
         return [spec.input.shape[0]]
     # WaveNets exist for long receptive fields: feed them 2,000 steps.
-    lengths = LENGTHS[:-1] + (2000,) if any(layer.type == "wavenet" for layer in spec.layers) else LENGTHS
+    lengths = LENGTHS[:-1] + (LONGEST_CHECK_LENGTH_WAVENET,) if any(layer.type == "wavenet" for layer in spec.layers) else LENGTHS
     ok = [t for t in lengths if _accepts(spec, t)]
     if 1 not in ok:
         ok = sorted({next(t for t in range(1, 10_000) if _accepts(spec, t)), *ok})

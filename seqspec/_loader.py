@@ -14,9 +14,19 @@ from pydantic import ValidationError
 from . import _safeio
 from . import _spec as s
 from ._errors import Problem, SpecError, describe as _describe, field_path
-from ._shapes import ShapeError, infer
+from ._rules import chain_length, format_shape
+from ._shapes import ModelInfo, ShapeError, infer
 
 DEFAULT_MAX_PARAMS = 1_000_000_000
+# Values one sample creates (the input and every layer's output). `seqspec check` holds every
+# layer's output for a few samples in float64 on two frameworks at once: 1e8 values is 0.8 GB
+# per copy, about what a laptop can spare, while the largest example spec makes a few million.
+DEFAULT_MAX_VALUES = 100_000_000
+# The longest input `seqspec check` feeds a model of free length (seqspec._check.input_lengths):
+# the budget counts the sample it will really make. Defined here, where validation needs them
+# without NumPy; seqspec._check feeds them.
+LONGEST_CHECK_LENGTH = 500
+LONGEST_CHECK_LENGTH_WAVENET = 2000
 MAX_BYTES = 1_000_000
 MAX_NODES = 20_000  # values after alias expansion: a spec has a few hundred
 MAX_ALIASED = 10_000  # of those, values made again by an alias: a spec has a few dozen
@@ -359,14 +369,60 @@ def parse(text: str, name: str = "<string>") -> tuple[Any, Source]:
     return data, source
 
 
-def load(source: Union[str, os.PathLike], *, max_params: int = DEFAULT_MAX_PARAMS) -> s.Spec:
+def _product(shape) -> int:
+    out = 1
+    for d in shape:
+        out *= d
+    return out
+
+
+def over_value_budget(spec: s.Spec, info: ModelInfo, max_values: int) -> Optional[tuple[Path_, str, str]]:
+    """(path, field, message) of the input or first layer whose output for one sample has more
+    than `max_values` values, else None. Integer arithmetic on the shapes only: nothing is allocated."""
+    longest = LONGEST_CHECK_LENGTH_WAVENET if any(layer.type == "wavenet" for layer in spec.layers) else LONGEST_CHECK_LENGTH
+    free = len(info.input_shape) == 3 and info.input_shape[1] is None
+
+    def count(shape, length: int) -> int:
+        return _product(length if d is None else d for d in shape[1:])
+
+    def message(n: int, what: str, shape) -> str:
+        return (
+            f"one sample makes {n:,} values here ({what} {format_shape(shape)}), "
+            f"over the budget of {max_values:,} (raise it with --max-values)"
+        )
+
+    n = count(info.input_shape, longest)
+    if n > max_values:
+        return ("input", "shape"), "input.shape", message(n, "input", info.input_shape)
+    ops: list = []
+    length = longest
+    for layer in info.layers:
+        if free and layer.time_map is not None and length is not None:
+            ops.extend(layer.time_ops)
+            # A length the model cannot take is never fed; the lengths fed are then shorter.
+            length = max(chain_length(ops, longest), 1)
+        elif layer.time_map is None:
+            length = None  # no free length from here on: repeat_vector's is fixed
+        n = count(layer.output_shape, length or 1)
+        if n > max_values:
+            return ("layers", layer.index), f"layers[{layer.index}]", message(n, "output", layer.output_shape)
+    return None
+
+
+def load(
+    source: Union[str, os.PathLike], *, max_params: int = DEFAULT_MAX_PARAMS, max_values: int = DEFAULT_MAX_VALUES
+) -> s.Spec:
     """Read, validate and shape-check a spec from a path or from YAML text.
 
     Raises SpecError carrying every located problem found. A spec with more than `max_params`
-    parameters is refused before anything is built.
+    parameters, or whose input or any layer's output for one sample has more than `max_values`
+    values (a free length counted as the longest `seqspec check` feeds), is refused before
+    anything is built.
     """
     if max_params < 0:
         raise SpecError(f"max_params must be >= 0, got {max_params:,}")
+    if max_values < 0:
+        raise SpecError(f"max_values must be >= 0, got {max_values:,}")
     name, raw = _read(source)
     text = _decode(name, raw)
     data, marks = parse(text, name)
@@ -398,4 +454,9 @@ def load(source: Union[str, os.PathLike], *, max_params: int = DEFAULT_MAX_PARAM
                 )
             ]
         )
+    over = over_value_budget(spec, info, max_values)
+    if over is not None:
+        path, field, message = over
+        line, col = marks.mark(path)
+        raise SpecError(problems=[Problem(name, line, col, field, message)])
     return spec

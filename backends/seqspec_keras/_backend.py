@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 import seqspec
-from seqspec import Spec
+from seqspec import BackendError, Spec
 
 from . import _weights
 from ._builders import BACKEND_NAME, BUILDERS, build_model
@@ -161,10 +161,26 @@ class KerasBackend(seqspec.Backend):
 
     def load(self, path: str) -> keras.Model:
         """Reload a model written by `save` (its custom layers are registered by importing seqspec_keras)."""
+        import stat
+
         path = os.fspath(path)
-        if path.endswith(SUFFIX):
-            return keras.saving.load_model(path)
-        with tempfile.TemporaryDirectory() as tmp:
-            staged = os.path.join(tmp, "model" + SUFFIX)
-            shutil.copyfile(path, staged)
-            return keras.saving.load_model(staged)
+        # Not seqspec._safeio (core-private): reading a FIFO blocks, /dev/zero never ends.
+        try:
+            mode = os.stat(path).st_mode
+        except (OSError, ValueError) as e:
+            raise BackendError(f"{path}: cannot read the file: {getattr(e, 'strerror', None) or e}") from None
+        if not stat.S_ISREG(mode):
+            raise BackendError(f"{path}: not a regular file")
+        try:
+            if path.endswith(SUFFIX):
+                return keras.saving.load_model(path)
+            with tempfile.TemporaryDirectory() as tmp:
+                staged = os.path.join(tmp, "model" + SUFFIX)
+                shutil.copyfile(path, staged)
+                return keras.saving.load_model(staged)
+        except TypeError as e:
+            # Keras names neither the file nor the missing registration: "Could not locate class
+            # 'PeepholeLSTMCell'" when seqspec_keras's layers were not registered in this process.
+            if "Could not locate" in str(e) or "seqspec" in str(e):
+                raise BackendError(f"{path}: needs seqspec's Keras layers: import seqspec_keras, or use seqspec.load_model") from None
+            raise

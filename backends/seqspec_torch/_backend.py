@@ -119,13 +119,61 @@ class TorchBackend(seqspec.Backend):
         with open(path, "wb") as f:
             torch.save({"format": SAVE_FORMAT, "spec": spec.model_dump(mode="json"), "weights": weights}, f)
 
-    def load(self, path: str) -> ly.Model:
-        # weights_only: the file holds tensors, strings and numbers, never pickled code.
-        d: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    def load(
+        self, path: str, *, max_params: int = seqspec.DEFAULT_MAX_PARAMS, max_values: int = seqspec.DEFAULT_MAX_VALUES
+    ) -> ly.Model:
+        """Reload a model written by `save`. The stored spec passes the checks of seqspec.load
+        (budgets included) before anything is built; every refusal is one BackendError line
+        naming the file."""
+        import json
+        import os
+        import stat
+
+        path = os.fspath(path)
+        # Not seqspec._safeio (core-private): reading a FIFO blocks, /dev/zero never ends.
+        try:
+            mode = os.stat(path).st_mode
+        except (OSError, ValueError) as e:
+            raise BackendError(f"{path}: cannot read the file: {getattr(e, 'strerror', None) or e}") from None
+        if not stat.S_ISREG(mode):
+            raise BackendError(f"{path}: not a regular file")
+        size = os.stat(path).st_size
+        # No model within the budget needs more than 8 bytes a parameter plus its pickled spec
+        # (a spec file is at most 1 MB; 4 MB leaves room for the archive's records).
+        slack = 4_000_000
+        if size > max_params * 8 + slack:
+            raise BackendError(f"{path}: file is {size:,} bytes, more than any model within the budget of {max_params:,} parameters needs")
+        # weights_only: the file holds tensors, strings and numbers, never pickled code; mmap:
+        # the tensors stay in the file until the stored spec has passed the budgets.
+        try:
+            d: Any = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as e:  # a truncated zip, a pickle of code: torch's errors run to pages
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise BackendError(f"{path}: not a seqspec torch model ({first})") from None
         if not isinstance(d, dict) or d.get("format") != SAVE_FORMAT:
             raise BackendError(f"{path}: not a seqspec torch model (expected format {SAVE_FORMAT!r})")
-        spec = Spec.model_validate(d["spec"])
-        return self.build(spec, {name: t.numpy() for name, t in d["weights"].items()})
+        stored, weights = d.get("spec"), d.get("weights")
+        if not isinstance(stored, dict) or not isinstance(weights, dict):
+            raise BackendError(f"{path}: not a seqspec torch model (no stored spec and weights)")
+        # A 2 kB file can claim a layer of billions of parameters: the stored spec goes through
+        # seqspec.load as JSON text (JSON is YAML) so that no check is skipped or duplicated here.
+        try:
+            text = json.dumps(stored, indent=1, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise BackendError(f"{path}: the stored spec is not plain data ({e})") from None
+        try:
+            spec = seqspec.load(text, max_params=max_params, max_values=max_values)
+        except seqspec.SpecError as e:
+            problem = e.problems[0] if e.problems else None
+            what = (f"{problem.field}: {problem.message}" if problem.field else problem.message) if problem else str(e)
+            more = f" (and {len(e.problems) - 1} more)" if len(e.problems) > 1 else ""
+            raise BackendError(f"{path}: the stored spec: {what}{more}") from None
+        if not all(isinstance(t, torch.Tensor) for t in weights.values()):
+            raise BackendError(f"{path}: not a seqspec torch model (a stored weight is not a tensor)")
+        needed = seqspec.infer(spec).params * torch.finfo(_DTYPES[spec.dtype]).bits // 8 + slack
+        if size > needed:
+            raise BackendError(f"{path}: file is {size:,} bytes, more than its model {spec.name!r} needs ({needed:,})")
+        return self.build(spec, {str(name): t.numpy() for name, t in weights.items()})
 
 
 backend = TorchBackend()
