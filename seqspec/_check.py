@@ -7,8 +7,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from ._loader import LONGEST_CHECK_LENGTH, LONGEST_CHECK_LENGTH_WAVENET
 from ._backend import Backend, get_backend
+from ._loader import LONGEST_CHECK_LENGTH, LONGEST_CHECK_LENGTH_WAVENET
 from ._shapes import ShapeError, infer
 from ._spec import Spec
 from ._weights import arrays, initial_weights
