@@ -15,11 +15,16 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from . import _loader
-from ._backend import backend_names
-from ._errors import SpecError
-from ._files import atomic_write
-from ._shapes import format_shape, infer
+try:
+    from . import _loader
+    from ._backend import backend_names
+    from ._errors import SpecError
+    from ._files import atomic_write
+    from ._shapes import format_shape, infer
+except KeyboardInterrupt:
+    # Ctrl-C before main() exists to catch it (the installed script imports this module first).
+    sys.stderr.write("seqspec: interrupted\n")
+    raise SystemExit(130) from None
 
 EXIT_OK, EXIT_FAIL, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 SCHEMA_URL = "https://raw.githubusercontent.com/seqspec/seqspec/main/schema/seqspec-1.schema.json"
@@ -110,6 +115,8 @@ def _load(path: str, max_params: int, max_values: Optional[int] = None):
         raise SpecError("'': empty path; name a spec file")
     if max_values is None:
         return _loader.load(path, max_params=max_params)
+    if not hasattr(_loader, "DEFAULT_MAX_VALUES"):
+        raise SpecError(f"{path}: --max-values needs a newer seqspec loader; leave it out")
     return _loader.load(path, max_params=max_params, max_values=max_values)
 
 
@@ -415,8 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def budget(p):
         p.add_argument("--max-params", type=budget_type, default=_loader.DEFAULT_MAX_PARAMS, metavar="N", help="refuse specs with more parameters (default 1e9)")
-        # None leaves the loader's own default in force.
-        p.add_argument("--max-values", type=budget_type, default=None, metavar="N", help="refuse spec files with more YAML values, aliases expanded (default: the loader's)")
+        # None where this _loader predates the max_values budget: _load then leaves it out.
+        p.add_argument("--max-values", type=budget_type, default=getattr(_loader, "DEFAULT_MAX_VALUES", None), metavar="N", help="refuse spec files with more YAML values, aliases expanded (default: the loader's)")
 
     p = sub.add_parser("validate", help="check specs without building them")
     p.add_argument("specs", nargs="+", metavar="SPEC", help="spec files or directories of them")

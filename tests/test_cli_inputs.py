@@ -254,3 +254,56 @@ def test_a_keras_graph_deeper_than_the_recursion_limit_compiles(tmp_path, capsys
     assert main(["compile", str(spec), "--backend", "keras", "-o", str(out)]) == 0, capsys.readouterr().err
     assert out.stat().st_size > 0
     assert sys.getrecursionlimit() == limit
+
+
+# --- --max-values reaches the loader only where the loader takes it --------------------------
+
+
+def _recording_load(seen):
+    real = cli._loader.load
+
+    def load(path, **budgets):
+        seen.append(budgets)
+        return real(path, max_params=budgets["max_params"])
+
+    return load
+
+
+def test_max_values_is_passed_to_a_loader_that_takes_it(monkeypatch):
+    seen = []
+    monkeypatch.setattr(cli._loader, "DEFAULT_MAX_VALUES", 123_456, raising=False)
+    monkeypatch.setattr(cli._loader, "load", _recording_load(seen))
+    assert main(["validate", DEEP_RNN]) == 0
+    assert main(["validate", DEEP_RNN, "--max-values", "1e6"]) == 0
+    assert [b.get("max_values") for b in seen] == [123_456, 10**6]
+
+
+def test_max_values_is_left_out_for_a_loader_that_predates_it(monkeypatch, capsys):
+    seen = []
+    monkeypatch.delattr(cli._loader, "DEFAULT_MAX_VALUES", raising=False)
+    monkeypatch.setattr(cli._loader, "load", _recording_load(seen))
+    assert main(["validate", DEEP_RNN]) == 0
+    assert seen == [{"max_params": cli._loader.DEFAULT_MAX_PARAMS}]
+    assert main(["validate", DEEP_RNN, "--max-values", "5"]) == 2
+    assert "--max-values needs a newer seqspec loader" in _one_line(capsys.readouterr().err)
+
+
+# --- Ctrl-C while cli.py imports its own modules ---------------------------------------------
+
+_INTERRUPTED_IMPORT = """
+import sys
+import seqspec
+assert "seqspec._files" not in sys.modules  # cli.py's own import of it is the one interrupted
+class Stop:
+    def find_spec(self, name, path=None, target=None):
+        if name == "seqspec._files":
+            raise KeyboardInterrupt
+sys.meta_path.insert(0, Stop())
+import seqspec.cli
+"""
+
+
+def test_ctrl_c_while_cli_imports_is_one_line_and_130():
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "backends")]))
+    p = subprocess.run([sys.executable, "-c", _INTERRUPTED_IMPORT], capture_output=True, text=True, env=env, timeout=120)
+    assert (p.returncode, p.stdout, p.stderr) == (130, "", "seqspec: interrupted\n")
