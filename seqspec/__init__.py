@@ -53,7 +53,8 @@ __version__ = "0.1.0"
 
 # Names whose modules import NumPy at import, loaded on first use so that `import seqspec` (and
 # `seqspec validate`) stay fast.
-_LAZY = {"Split": "._data", "Plan": "._train", "RunRecord": "._train"}
+_LAZY = {"Split": "._data", "Plan": "._train", "RunRecord": "._train",
+         "diverged": "._train", "early_stop_line": "._train", "POSTFIX_EVERY": "._train", "Progress": "._train", "stop_on_signals": "._train", "StopRequest": "._train", "TrainingInterrupted": "._train"}
 
 
 def __getattr__(name: str):
@@ -93,7 +94,9 @@ __all__ = [
     "DataError",
     "DEFAULT_MAX_PARAMS",
     "Dense",
+    "diverged",
     "Dropout",
+    "early_stop_line",
     "EarlyStopping",
     "Flatten",
     "FORMAT_VERSION",
@@ -124,7 +127,9 @@ __all__ = [
     "PeepholeLSTMCell",
     "PEEPHOLES",
     "Plan",
+    "POSTFIX_EVERY",
     "Problem",
+    "Progress",
     "RepeatVector",
     "RNN",
     "save_weights",
@@ -135,10 +140,13 @@ __all__ = [
     "Spec",
     "SpecError",
     "Split",
+    "stop_on_signals",
+    "StopRequest",
     "summary",
     "Table",
     "TimeDistributed",
     "TimeMap",
+    "TrainingInterrupted",
     "Upsampling",
     "UpSampling1D",
     "WaveNet",
