@@ -53,8 +53,20 @@ from ._weights import initial_weights, layout, load_weights, save_weights
 __version__ = "0.1.0"
 
 # Names whose modules import NumPy at import, loaded on first use so that `import seqspec` (and
-# `seqspec validate`) stay fast.
-_LAZY = {"Split": "._data", "Plan": "._train", "RunRecord": "._train"}
+# `seqspec validate`) stay fast: the training plan and data, and the pieces every backend's `fit`
+# shares (progress, signals, divergence, early-stopping report).
+_LAZY = {
+    "Split": "._data",
+    "Plan": "._train",
+    "RunRecord": "._train",
+    "POSTFIX_EVERY": "._train",
+    "Progress": "._train",
+    "StopRequest": "._train",
+    "TrainingInterrupted": "._train",
+    "diverged": "._train",
+    "early_stop_line": "._train",
+    "stop_on_signals": "._train",
+}
 
 
 def __getattr__(name: str):
@@ -100,7 +112,9 @@ __all__ = [
     "DEFAULT_MAX_PARAMS",
     "DEFAULT_MAX_VALUES",
     "Dense",
+    "diverged",
     "Dropout",
+    "early_stop_line",
     "EarlyStopping",
     "Flatten",
     "FORMAT_VERSION",
@@ -132,7 +146,9 @@ __all__ = [
     "PeepholeLSTMCell",
     "PEEPHOLES",
     "Plan",
+    "POSTFIX_EVERY",
     "Problem",
+    "Progress",
     "RepeatVector",
     "RNN",
     "save_weights",
@@ -143,10 +159,13 @@ __all__ = [
     "Spec",
     "SpecError",
     "Split",
+    "stop_on_signals",
+    "StopRequest",
     "summary",
     "Table",
     "TimeDistributed",
     "TimeMap",
+    "TrainingInterrupted",
     "Upsampling",
     "UpSampling1D",
     "WaveNet",

@@ -191,3 +191,33 @@ def test_a_signal_during_training_writes_the_run_so_far_and_exits_130(tmp_path, 
     assert 1 <= n < 50 and m["interrupted"] is True and len(m["history"]) == n
     assert f"interrupted after {n} epoch{'' if n == 1 else 's'}; writing the run with the weights of epoch {n}" in stdout
     assert m["weights_epoch"] == n
+
+
+def test_an_interrupt_under_early_stopping_writes_the_best_epochs_weights(tmp_path):
+    # As in the early-stopping test, no epoch after the first improves; patience outlasts the run.
+    spec = write_spec(
+        tmp_path / "s.yaml",
+        {
+            "data": {"source": "synthetic", "series": 3000, "steps": 50, "split": [2600, 200, 200], "seed": 5},
+            "batch_size": 8,
+            "optimizer": {"type": "sgd", "learning_rate": 1e-12},
+            "early_stopping": {"patience": 100},
+        },
+        layers=[{"type": "gru", "units": 16}, {"type": "dense", "units": 1}],
+    )
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "backends"), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "seqspec.cli", "train", str(spec), "--backend", "torch", "--epochs", "50", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("Epoch 2/50"):
+            proc.send_signal(signal.SIGINT)
+            break
+    stdout = "".join(lines) + proc.stdout.read()
+    assert proc.wait(timeout=120) == 130
+    m = json.loads((out / "metrics.json").read_text())
+    n = m["epochs_run"]
+    assert n >= 2 and m["interrupted"] is True and m["weights_epoch"] == 1
+    assert f"interrupted after {n} epochs; writing the run with the weights of epoch 1" in stdout

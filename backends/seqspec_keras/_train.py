@@ -11,8 +11,6 @@ from keras import ops
 
 import seqspec as s
 from seqspec import Plan, Split
-from seqspec import training
-from seqspec.training import POSTFIX_EVERY
 
 EVAL_BATCH = 1024  # validation batch size: only speed depends on it, the mean is over every value
 
@@ -74,27 +72,27 @@ class _Stop(Exception):
 
 class _Loop(keras.callbacks.Callback):
     """Per-epoch records and wall times (training and validation together), the same progress display
-    as the torch backend (seqspec.training.Progress), a stop between batches on SIGINT/SIGTERM, and a
+    as the torch backend (seqspec.Progress), a stop between batches on SIGINT/SIGTERM, and a
     stop on a loss that became nan or infinite."""
 
-    def __init__(self, spec: s.Spec, plan: Plan, batches: int, stop: training.StopRequest, keep_last: bool):
+    def __init__(self, spec: s.Spec, plan: Plan, batches: int, stop: s.StopRequest, keep_last: bool):
         super().__init__()
         self.spec, self.plan, self.batches, self.stop, self.keep_last = spec, plan, batches, stop, keep_last
         self.records: list[dict] = []
         self.last_weights = None  # the last completed epoch's, for an interrupt mid-epoch
-        self.progress: Optional[training.Progress] = None
+        self.progress: Optional[s.Progress] = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
-        self.progress = training.Progress(epoch + 1, self.plan.epochs, self.batches)
+        self.progress = s.Progress(epoch + 1, self.plan.epochs, self.batches)
 
     def on_train_batch_begin(self, batch, logs=None):
         if self.stop:
             raise _Stop
 
     def on_train_batch_end(self, batch, logs=None):
-        if (batch + 1) % POSTFIX_EVERY == 0 and self.progress is not None and self.progress.bar is not None:
-            self.progress.update(POSTFIX_EVERY, {k: float(v) for k, v in (logs or {}).items()})
+        if (batch + 1) % s.POSTFIX_EVERY == 0 and self.progress is not None and self.progress.bar is not None:
+            self.progress.update(s.POSTFIX_EVERY, {k: float(v) for k, v in (logs or {}).items()})
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -104,8 +102,8 @@ class _Loop(keras.callbacks.Callback):
         record.update({f"val_{k}": float(logs[f"val_{k}"]) for k in keys})
         record["time_s"] = time.perf_counter() - self._start
         progress, self.progress = self.progress, None
-        progress.update(self.batches % POSTFIX_EVERY)
-        error = training.diverged(self.spec, record)
+        progress.update(self.batches % s.POSTFIX_EVERY)
+        error = s.diverged(self.spec, record)
         if error is not None:
             progress.close(None, self.batches)
             raise error
@@ -123,14 +121,14 @@ class _Loop(keras.callbacks.Callback):
 def fit(spec: s.Spec, model: keras.Model, plan: Plan, train: Split, validation: Split) -> list[dict]:
     """Train `model` in place with keras.Model.fit; returns per-epoch records
     {epoch, loss, <metric>..., val_loss, val_<metric>..., time_s}. SIGINT/SIGTERM stop it between
-    batches with seqspec.training.TrainingInterrupted; a loss that becomes nan or infinite stops it
+    batches with seqspec.TrainingInterrupted; a loss that becomes nan or infinite stops it
     with a SpecError."""
     keras.utils.set_random_seed(plan.seed)  # dropout masks
     compile_model(model, spec, plan)
     es = plan.early_stopping
     restores = es is not None and es.restore_best_weights
     n_batches = plan.batches(len(train.x))
-    with training.stop_on_signals() as stop:
+    with s.stop_on_signals() as stop:
         loop = _Loop(spec, plan, n_batches, stop, keep_last=not restores)
         # First, so that a nan epoch stops training before EarlyStopping records it.
         callbacks: list[keras.callbacks.Callback] = [loop]
@@ -159,14 +157,14 @@ def fit(spec: s.Spec, model: keras.Model, plan: Plan, train: Split, validation: 
             elif loop.last_weights is not None:
                 model.set_weights(loop.last_weights)
                 restored = len(loop.records)
-            raise training.TrainingInterrupted(loop.records, restored) from None
+            raise s.TrainingInterrupted(loop.records, restored) from None
         except BaseException:
             loop.close()
             raise
     if stopper is not None:
         stopped = stopper.stopped_epoch + 1 if stopper.stopped_epoch > 0 else None
         restored = stopper.best_epoch + 1 if restores and stopper.best_weights is not None else None
-        line = training.early_stop_line(stopped, es.patience, restored, len(loop.records))
+        line = s.early_stop_line(stopped, es.patience, restored, len(loop.records))
         if line:
             print(line, flush=True)
     return loop.records

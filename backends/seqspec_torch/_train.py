@@ -17,8 +17,6 @@ from torch import nn
 
 import seqspec as s
 from seqspec import Plan, Split
-from seqspec import training
-from seqspec.training import POSTFIX_EVERY
 
 EVAL_BATCH = 1024
 
@@ -154,14 +152,14 @@ def fit(spec: s.Spec, model: nn.Module, plan: Plan, train: Split, validation: Sp
 
     The training loss and metrics are means over the epoch's batches in training mode, weighted by
     batch size (what Keras's fit reports); validation runs in inference mode after each epoch.
-    SIGINT/SIGTERM stop it between batches with seqspec.training.TrainingInterrupted; a loss that
+    SIGINT/SIGTERM stop it between batches with seqspec.TrainingInterrupted; a loss that
     becomes nan or infinite stops it with a SpecError.
     """
-    with training.stop_on_signals() as stop:
+    with s.stop_on_signals() as stop:
         return _fit(spec, model, plan, train, validation, stop)
 
 
-def _fit(spec: s.Spec, model: nn.Module, plan: Plan, train: Split, validation: Split, stop: training.StopRequest) -> list[dict]:
+def _fit(spec: s.Spec, model: nn.Module, plan: Plan, train: Split, validation: Split, stop: s.StopRequest) -> list[dict]:
     torch.set_num_threads(plan.threads or default_threads())
     torch.manual_seed(plan.seed)  # dropout masks
     names = ("loss", *plan.metrics)
@@ -175,7 +173,7 @@ def _fit(spec: s.Spec, model: nn.Module, plan: Plan, train: Split, validation: S
     records: list[dict] = []
     last_state: Optional[dict] = None  # the last completed epoch's weights, for an interrupt mid-epoch
 
-    def interrupted(progress: Optional[training.Progress]) -> training.TrainingInterrupted:
+    def interrupted(progress: Optional[s.Progress]) -> s.TrainingInterrupted:
         if progress is not None:
             progress.close(None, batches)
         if stopper.restores:
@@ -186,13 +184,13 @@ def _fit(spec: s.Spec, model: nn.Module, plan: Plan, train: Split, validation: S
             restored = len(records)
         else:
             restored = None
-        return training.TrainingInterrupted(records, restored)
+        return s.TrainingInterrupted(records, restored)
 
     for epoch in range(plan.epochs):
         if stop:
             raise interrupted(None)
         start = time.perf_counter()
-        progress = training.Progress(epoch + 1, plan.epochs, batches)
+        progress = s.Progress(epoch + 1, plan.epochs, batches)
         order = torch.from_numpy(plan.order(n, epoch))
         model.train()
         # Running sums stay tensors: reading them (a sync) happens only every POSTFIX_EVERY batches.
@@ -214,16 +212,16 @@ def _fit(spec: s.Spec, model: nn.Module, plan: Plan, train: Split, validation: S
                 for m, fn in metric_fns.items():
                     sums[m] += fn(pred.detach(), yb) * k
             seen += len(idx)
-            if (b + 1) % POSTFIX_EVERY == 0:
-                progress.update(POSTFIX_EVERY, {k: float(v) / seen for k, v in sums.items()})
-        progress.update(batches % POSTFIX_EVERY)
+            if (b + 1) % s.POSTFIX_EVERY == 0:
+                progress.update(s.POSTFIX_EVERY, {k: float(v) / seen for k, v in sums.items()})
+        progress.update(batches % s.POSTFIX_EVERY)
         record = {"epoch": epoch + 1}
         record.update({k: float(v) / n for k, v in sums.items()})
         val = evaluate(model, validation, (plan.loss, *plan.metrics))
         record["val_loss"] = val[plan.loss]
         record.update({f"val_{m}": val[m] for m in plan.metrics})
         record["time_s"] = time.perf_counter() - start
-        error = training.diverged(spec, record)
+        error = s.diverged(spec, record)
         if error is not None:
             progress.close(None, batches)
             raise error
@@ -236,7 +234,7 @@ def _fit(spec: s.Spec, model: nn.Module, plan: Plan, train: Split, validation: S
             break
     stopper.restore()
     if plan.early_stopping is not None:
-        line = training.early_stop_line(
+        line = s.early_stop_line(
             stopper.stopped_epoch, plan.early_stopping.patience, stopper.best_epoch if stopper.restores else None, len(records)
         )
         if line:
