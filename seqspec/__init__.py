@@ -152,6 +152,7 @@ __all__ = [
     "RepeatVector",
     "RNN",
     "save_weights",
+    "RunRecord",
     "ShapeError",
     "SimpleRNN",
     "SimpleRNNCell",
