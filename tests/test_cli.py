@@ -122,3 +122,25 @@ def test_validate_says_one_layer_not_one_layers(tmp_path, capsys):
     path.write_text("seqspec: 1\nname: one\ninput: {shape: [3]}\nlayers: [{type: dense, units: 2}]\n")
     assert main(["validate", str(path)]) == 0
     assert capsys.readouterr().out == f"{path}: ok: one, 1 layer, 8 params\n"
+
+
+def test_ctrl_c_while_the_installed_script_imports_seqspec_is_one_line():
+    # The console script's target imports nothing; a Ctrl-C landing while it imports seqspec
+    # (Pydantic, the spec classes: the first tenth of a second) is one line and exit 130.
+    code = (
+        "import sys\n"
+        "class Interrupt:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'seqspec':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Interrupt())\n"
+        "import seqspec_cli\n"
+        "sys.exit(seqspec_cli.main())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout, out.stderr) == (130, "", "seqspec: interrupted\n")
+
+
+def test_the_installed_script_runs_the_cli():
+    out = subprocess.run(["seqspec", "validate", str(ROOT / "specs" / "next_linear.yaml")], capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stderr) == (0, "") and out.stdout.endswith("ok: next_linear, 2 layers, 51 params\n")

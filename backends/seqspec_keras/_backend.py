@@ -164,7 +164,7 @@ class KerasBackend(seqspec.Backend):
         import stat
 
         path = os.fspath(path)
-        # Not seqspec._safeio (core-private): reading a FIFO blocks, /dev/zero never ends.
+        # A stat check of our own (the core's file guard is private): reading a FIFO blocks, /dev/zero never ends.
         try:
             mode = os.stat(path).st_mode
         except (OSError, ValueError) as e:
