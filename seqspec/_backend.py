@@ -159,6 +159,17 @@ class Backend(abc.ABC):
             return initial_weights(spec)
         return None
 
+    @staticmethod
+    def regular_file(path) -> os.stat_result:
+        """The stat of a model file to load, refusing (BackendError, one line) anything but a
+        regular file this process can open: reading a FIFO blocks, /dev/zero never ends."""
+        from ._safeio import Refused, check_regular
+
+        try:
+            return check_regular(path)
+        except Refused as e:
+            raise BackendError(f"{os.fspath(path)}: {e}") from None
+
     def set_weights(self, model: Any, spec: Spec, weights: Weights) -> None:
         """Load canonical arrays, after checking every name and shape against the spec's layout
         (seqspec.WeightsError, naming what is missing, unexpected or misshapen)."""

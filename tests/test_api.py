@@ -214,7 +214,7 @@ def test_a_fifo_is_refused_by_the_backends(tmp_path, name, suffix):
             backend.load(fifo)
     finally:
         done.set()
-    assert str(e.value) == f"{fifo}: not a regular file"
+    assert str(e.value) == f"{fifo}: not a regular file (a FIFO)"
 
 
 # --- load_model in a fresh process gives the outputs the model gave before saving ----------------

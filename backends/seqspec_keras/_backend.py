@@ -161,16 +161,8 @@ class KerasBackend(seqspec.Backend):
 
     def load(self, path: str) -> keras.Model:
         """Reload a model written by `save` (its custom layers are registered by importing seqspec_keras)."""
-        import stat
-
         path = os.fspath(path)
-        # A stat check of our own (the core's file guard is private): reading a FIFO blocks, /dev/zero never ends.
-        try:
-            mode = os.stat(path).st_mode
-        except (OSError, ValueError) as e:
-            raise BackendError(f"{path}: cannot read the file: {getattr(e, 'strerror', None) or e}") from None
-        if not stat.S_ISREG(mode):
-            raise BackendError(f"{path}: not a regular file")
+        self.regular_file(path)
         try:
             if path.endswith(SUFFIX):
                 return keras.saving.load_model(path)

@@ -127,17 +127,9 @@ class TorchBackend(seqspec.Backend):
         naming the file."""
         import json
         import os
-        import stat
 
         path = os.fspath(path)
-        # A stat check of our own (the core's file guard is private): reading a FIFO blocks, /dev/zero never ends.
-        try:
-            mode = os.stat(path).st_mode
-        except (OSError, ValueError) as e:
-            raise BackendError(f"{path}: cannot read the file: {getattr(e, 'strerror', None) or e}") from None
-        if not stat.S_ISREG(mode):
-            raise BackendError(f"{path}: not a regular file")
-        size = os.stat(path).st_size
+        size = self.regular_file(path).st_size
         # No model within the budget needs more than 8 bytes a parameter plus its pickled spec
         # (a spec file is at most 1 MB; 4 MB leaves room for the archive's records).
         slack = 4_000_000
