@@ -190,9 +190,7 @@ def write_run(out: Path, record: RunRecord, overwrite: bool = False) -> list[Pat
     import numpy as np
     from safetensors.numpy import save_file
 
-    from ._train import plot_forecasts, plot_learning_curves, predict
-
-    backend, model, spec, prepared = record.backend, record.run.model, record.spec, record.prepared
+    backend, model, spec = record.backend, record.run.model, record.spec
     out.parent.mkdir(parents=True, exist_ok=True)
     # Under the lock no other run into `out` is in progress: every leftover of ours is from a killed one.
     for prefix in (f".{out.name}.tmp-", f".{out.name}.old-"):
@@ -217,13 +215,9 @@ def write_run(out: Path, record: RunRecord, overwrite: bool = False) -> list[Pat
         put("weights.safetensors", lambda t: save_file(weights, t, metadata={"spec": spec.name, "backend": backend.name}))
         text = json.dumps(finite_json(record.metrics), indent=2, allow_nan=False) + "\n"
         put("metrics.json", lambda t: Path(t).write_text(text))
-        put("learning_curves.png", lambda t: plot_learning_curves(t, record.metrics))
-        val = prepared.splits["validation"]
-        if len(val.x):
-            put(
-                "forecasts.png",
-                lambda t: plot_forecasts(t, record.metrics, val, lambda x: predict(backend, model, x), prepared.targets, scaler=prepared.scaler),
-            )
+        put("learning_curves.png", record.plot_learning_curves)
+        if len(record.prepared.splits["validation"].x):
+            put("forecasts.png", record.plot_forecasts)
         _fsync_dir(tmp)
         if out.is_dir() and any(out.iterdir()):
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))

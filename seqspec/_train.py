@@ -316,6 +316,16 @@ class RunRecord:
         stopped = " (interrupted)" if self.run.interrupted else ""
         return f"{self.spec.name}: {plural(n, 'epoch')}{stopped} in {self.run.wall_time_s:.1f} s ({epoch_time:.2f} s/epoch)"
 
+    def plot_learning_curves(self, path: str) -> None:
+        plot_learning_curves(path, self.metrics)
+
+    def plot_forecasts(self, path: str) -> None:
+        """A few validation series spread over the split, with the model's forecasts (data units)."""
+        plot_forecasts(
+            path, self.metrics, self.prepared.splits["validation"], lambda x: predict(self.backend, self.run.model, x),
+            self.prepared.targets, scaler=self.prepared.scaler,
+        )
+
 
 def run_training(spec: s.Spec, backend_name: str, plan: Plan, prepared: Prepared) -> RunRecord:
     """Train per `plan` on prepared data, score every split against the naive baseline, and record it."""

@@ -128,18 +128,17 @@ def check_weights(spec: s.Spec, weights: dict, source: str = "weights") -> None:
 
 
 def save_weights(weights: dict, path: str, spec: Optional[s.Spec] = None) -> None:
-    """Write canonical weights to a .safetensors file, atomically (a failure leaves no partial file).
+    """Write canonical weights to a .safetensors file through seqspec's atomic_write (a failure leaves
+    no partial file; the umask is honoured).
 
     With `spec`, the arrays are checked against its layout first and the spec's name is stored
     in the file's metadata. Arrays must be float32 or float64: the only kinds load_weights reads.
     """
-    import os
-    import tempfile
-
     import numpy as np
     from safetensors.numpy import save_file
 
     from ._errors import SpecError
+    from ._files import atomic_write
 
     if spec is not None:
         check_weights(spec, weights, source=str(path))
@@ -147,16 +146,8 @@ def save_weights(weights: dict, path: str, spec: Optional[s.Spec] = None) -> Non
     odd = [f"{name} ({a.dtype})" for name, a in arrays.items() if a.dtype.name not in _FLOAT_CODES.values()]
     if odd:
         raise SpecError(f"{path}: not written: weights are float32 or float64; got {_listed(odd)}")
-    target = os.path.abspath(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".safetensors", dir=os.path.dirname(target))
-    os.close(fd)
-    try:
-        save_file(arrays, tmp, metadata={"format": "seqspec-weights/1", **({"spec": spec.name} if spec else {})})
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    metadata = {"format": "seqspec-weights/1", **({"spec": spec.name} if spec else {})}
+    atomic_write(str(path), lambda tmp: save_file(arrays, tmp, metadata=metadata), suffix=".safetensors")
 
 
 def load_weights(path: str, spec: Optional[s.Spec] = None) -> dict:

@@ -109,19 +109,15 @@ def _each_spec(args: Sequence[str]):
             yield path, None
 
 
-def _load(path: str, max_params: int, max_values: Optional[int] = None):
+def _load(path: str, max_params: int, max_values: int):
     if path == "":
         # The loader reads '' as the folder '.', and says "./: cannot read the file".
         raise SpecError("'': empty path; name a spec file")
-    if max_values is None:
-        return _loader.load(path, max_params=max_params)
-    if not hasattr(_loader, "DEFAULT_MAX_VALUES"):
-        raise SpecError(f"{path}: --max-values needs a newer seqspec loader; leave it out")
     return _loader.load(path, max_params=max_params, max_values=max_values)
 
 
 def _budgets(args) -> dict:
-    return {"max_params": args.max_params, "max_values": getattr(args, "max_values", None)}
+    return {"max_params": args.max_params, "max_values": args.max_values}
 
 
 def cmd_validate(args) -> int:
@@ -422,8 +418,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     def budget(p):
         p.add_argument("--max-params", type=budget_type, default=_loader.DEFAULT_MAX_PARAMS, metavar="N", help="refuse specs with more parameters (default 1e9)")
-        # None where this _loader predates the max_values budget: _load then leaves it out.
-        p.add_argument("--max-values", type=budget_type, default=getattr(_loader, "DEFAULT_MAX_VALUES", None), metavar="N", help="refuse spec files with more YAML values, aliases expanded (default: the loader's)")
+        p.add_argument(
+            "--max-values", type=budget_type, default=_loader.DEFAULT_MAX_VALUES, metavar="N",
+            help="refuse specs of which one sample makes more values, input and every layer's output (default 1e8)",
+        )
 
     p = sub.add_parser("validate", help="check specs without building them")
     p.add_argument("specs", nargs="+", metavar="SPEC", help="spec files or directories of them")

@@ -256,7 +256,7 @@ def test_a_keras_graph_deeper_than_the_recursion_limit_compiles(tmp_path, capsys
     assert sys.getrecursionlimit() == limit
 
 
-# --- --max-values reaches the loader only where the loader takes it --------------------------
+# --- --max-values reaches the loader -----------------------------------------------------------
 
 
 def _recording_load(seen):
@@ -276,16 +276,6 @@ def test_max_values_is_passed_to_a_loader_that_takes_it(monkeypatch):
     assert main(["validate", DEEP_RNN]) == 0
     assert main(["validate", DEEP_RNN, "--max-values", "1e6"]) == 0
     assert [b.get("max_values") for b in seen] == [123_456, 10**6]
-
-
-def test_max_values_is_left_out_for_a_loader_that_predates_it(monkeypatch, capsys):
-    seen = []
-    monkeypatch.delattr(cli._loader, "DEFAULT_MAX_VALUES", raising=False)
-    monkeypatch.setattr(cli._loader, "load", _recording_load(seen))
-    assert main(["validate", DEEP_RNN]) == 0
-    assert seen == [{"max_params": cli._loader.DEFAULT_MAX_PARAMS}]
-    assert main(["validate", DEEP_RNN, "--max-values", "5"]) == 2
-    assert "--max-values needs a newer seqspec loader" in _one_line(capsys.readouterr().err)
 
 
 # --- Ctrl-C while cli.py imports its own modules ---------------------------------------------
