@@ -2,6 +2,7 @@
 
 from ._backend import Backend, Site, Table, backend_names, get_backend, has_arrays, missing_nodes
 from ._errors import BackendError, BackendUnavailable, DataError, Problem, SpecError, WeightsError
+from ._export import export
 from ._loader import DEFAULT_MAX_PARAMS, DEFAULT_MAX_VALUES, load, parse
 from ._models import load_model
 from ._rules import Upsampling, Window
@@ -116,6 +117,7 @@ __all__ = [
     "Dropout",
     "early_stop_line",
     "EarlyStopping",
+    "export",
     "Flatten",
     "FORMAT_VERSION",
     "get_backend",

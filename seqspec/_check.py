@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -32,6 +32,7 @@ class CheckResult:
     first_divergent_layer: Optional[dict[str, Any]] = None
     failures: list[str] = field(default_factory=list)
     cases: list[tuple[int, Optional[int]]] = field(default_factory=list)
+    targets: dict[str, Any] = field(default_factory=dict)  # export target -> seqspec._export.TargetResult
 
     @property
     def ok(self) -> bool:
@@ -49,6 +50,7 @@ class CheckResult:
             "first_divergent_layer": self.first_divergent_layer,
             "ok": self.ok,
             "failures": self.failures,
+            **({"targets": {name: t.as_json() for name, t in self.targets.items()}} if self.targets else {}),
         }
 
 
@@ -119,10 +121,19 @@ def _first_divergent(spec: Spec, keras: Backend, km: Any, torch: Backend, tm: An
 
 
 def check(
-    spec: Spec, *, dtype: Optional[str] = None, path: str = "", seed: int = 0, progress: Optional[Callable[[str], None]] = None
+    spec: Spec,
+    *,
+    dtype: Optional[str] = None,
+    path: str = "",
+    seed: int = 0,
+    progress: Optional[Callable[[str], None]] = None,
+    targets: Sequence[str] = (),
 ) -> CheckResult:
     """Build `spec` in both backends, move weights each way, compare outputs (and in float64 the
     gradients of sum(output * r) with respect to inputs and every weight).
+
+    `targets` (export target names, seqspec._export.TARGETS): each artifact, exported with the
+    models' weights and run in a fresh process, is compared with both backends as well.
 
     `progress`, if given, is called with a line before each step (a long input runs for minutes).
     """
@@ -172,6 +183,13 @@ def check(
                     if result.first_divergent_layer is None:
                         result.first_divergent_layer = _first_divergent(spec, keras, km, torch, tm, x, tol)
                     break
+
+    if targets:
+        from ._export import check_targets
+
+        predict = {"keras": lambda x: keras.predict(km, x), "torch": lambda x: torch.predict(tm, x)}
+        result.targets = check_targets(spec, targets, torch.get_weights(tm, spec), predict, seed, say)
+        result.failures += [f for t in result.targets.values() for f in t.failures]
 
     if spec.dtype == "float64":
         say(f"checking {spec.name}: gradients ...")

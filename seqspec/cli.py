@@ -1,4 +1,4 @@
-"""The `seqspec` command: validate, summary, schema, compile, check and train."""
+"""The `seqspec` command: validate, summary, schema, compile, export, check and train."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ try:
     from . import _loader
     from ._backend import backend_names
     from ._errors import SpecError
+    from ._export import TARGETS as EXPORT_TARGETS
     from ._files import atomic_write
     from ._shapes import format_shape, infer
 except KeyboardInterrupt:
@@ -314,6 +315,37 @@ def cmd_compile(args) -> int:
     return EXIT_OK
 
 
+def cmd_export(args) -> int:
+    from ._export import TARGETS, export, load_target
+
+    spec = _load(args.spec, **_budgets(args))
+    _quiet_frameworks()
+    load_target(args.to)  # a target that is not installed is named before anything is built
+    out = args.output or f"{spec.name}{TARGETS[args.to][1]}"
+    with _deep_recursion(spec):
+        try:
+            notes = export(spec, args.to, out, weights=args.weights, dtype=args.dtype)
+        except (OSError, RuntimeError) as e:
+            line = write_failure(e, out)
+            if line is None:
+                raise
+            raise _Failed(line) from None
+    for note in notes:
+        print(note)
+    print(f"{args.spec}: wrote {out} ({args.to})")
+    return EXIT_OK
+
+
+def _targets_type(text: str) -> list[str]:
+    """argparse type of --targets: comma-separated export targets, each known."""
+    from ._export import target_names
+
+    try:
+        return target_names(text)
+    except SpecError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _progress() -> Optional[Callable[[str], None]]:
     """A status line on stderr that each step of `check` overwrites, on a terminal only; None elsewhere."""
     try:
@@ -347,12 +379,17 @@ def cmd_check(args) -> int:
         return code
     _quiet_frameworks()
     get_backend("keras"), get_backend("torch")  # imported before _deep_recursion: TensorFlow resets the limit at import
+    if args.targets:
+        from ._export import load_target
+
+        for name in args.targets:  # one that is not installed is named before any spec is checked
+            load_target(name)
     show = _progress()
     results = []
     for path, spec in specs:
         with _deep_recursion(spec):
             try:
-                r = check(spec, dtype=args.dtype, path=path, progress=show)
+                r = check(spec, dtype=args.dtype, path=path, progress=show, targets=args.targets or ())
             finally:
                 if show:
                     show("")
@@ -369,6 +406,8 @@ def cmd_check(args) -> int:
         if r.first_divergent_layer:
             f = r.first_divergent_layer
             print(f"  first divergent layer: {f['where']}: layers[{f['index']}] ({f['type']}) differs by {f['max_abs_diff']:.3g}")
+        for target in r.targets.values():
+            print(f"  {target.line()}")
     if args.json:
         print(json.dumps([r.as_json() for r in results], indent=2))
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAIL
@@ -450,8 +489,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("specs", nargs="+", metavar="SPEC", help="spec files or directories of them")
     p.add_argument("--json", action="store_true")
     p.add_argument("--dtype", choices=["float32", "float64"])
+    p.add_argument(
+        "--targets", type=_targets_type, metavar="T[,T...]",
+        help="also export each artifact (onnx, torch-export, saved-model, litert), run it without seqspec and compare it with both backends",
+    )
     budget(p)
     p.set_defaults(run=cmd_check)
+
+    p = sub.add_parser("export", help="write an artifact of a spec for serving, one that runs without seqspec")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--to", required=True, choices=list(EXPORT_TARGETS), help="the artifact's format")
+    p.add_argument("-o", "--output", metavar="PATH", help="where to write it (default NAME + the format's suffix: .onnx, .pt2, a folder, .tflite)")
+    p.add_argument("--weights", metavar="FILE", help="canonical weights in a .safetensors file (default: the spec's seeded initial weights)")
+    p.add_argument("--dtype", choices=["float32", "float64"], help="the artifact's dtype (default the spec's)")
+    budget(p)
+    p.set_defaults(run=cmd_export)
 
     p = sub.add_parser("train", help="train a spec on either backend (its `train:` section, overridden by flags)")
     p.add_argument("spec", metavar="SPEC")
