@@ -336,6 +336,14 @@ def cmd_export(args) -> int:
     return EXIT_OK
 
 
+def _target_type(text: str) -> str:
+    """argparse type of export --to: one known export target."""
+    names = _targets_type(text)
+    if len(names) != 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: name one target")
+    return names[0]
+
+
 def _targets_type(text: str) -> list[str]:
     """argparse type of --targets: comma-separated export targets, each known."""
     from ._export import target_names
@@ -498,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write an artifact of a spec for serving, one that runs without seqspec")
     p.add_argument("spec", metavar="SPEC")
-    p.add_argument("--to", required=True, choices=list(EXPORT_TARGETS), help="the artifact's format")
+    p.add_argument("--to", required=True, type=_target_type, metavar="{" + ",".join(EXPORT_TARGETS) + "}", help="the artifact's format")
     p.add_argument("-o", "--output", metavar="PATH", help="where to write it (default NAME + the format's suffix: .onnx, .pt2, a folder, .tflite)")
     p.add_argument("--weights", metavar="FILE", help="canonical weights in a .safetensors file (default: the spec's seeded initial weights)")
     p.add_argument("--dtype", choices=["float32", "float64"], help="the artifact's dtype (default the spec's)")

@@ -116,9 +116,9 @@ def recurrent_activations(acts: list, dtype: str, defaults: list[str]) -> Option
     names = [activation_name(a) for a in acts]
     if dtype == "float64":
         return {} if names == defaults else None
-    if any(n not in _RECURRENT_ACTIVATIONS for n in names):
+    if any(n not in _RECURRENT_ACTIVATIONS and n != "leaky_relu" for n in names):
         return None
-    found = [_RECURRENT_ACTIVATIONS[n] for n in names]
+    found = [("LeakyRelu", activation_slope(a), None) if n == "leaky_relu" else _RECURRENT_ACTIVATIONS[n] for n, a in zip(names, acts)]
     alphas = {a for _, a, _ in found if a is not None}
     betas = {b for _, _, b in found if b is not None}
     if len(alphas) > 1 or len(betas) > 1:

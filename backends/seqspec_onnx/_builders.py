@@ -18,7 +18,7 @@ import seqspec as s
 from seqspec import Window
 
 from . import _activations as acts
-from ._graph import INT64_MAX, Graph, value_info
+from ._graph import INT64_MAX, INT64_MIN, Graph, value_info
 
 BACKEND_NAME = "onnx"
 
@@ -246,13 +246,23 @@ def _scan(cell, site: Site, g: Graph, x: str, reverse: bool) -> tuple[str, str]:
         [value_info(n, outer.dtype, ["batch", u]) for n in new_states + [y_t]],
         body.initializers,
     )
-    direction = {"scan_input_directions": [1], "scan_output_directions": [1]} if reverse else {}
+    # Time-major, forward only, flipped by hand: onnx's reference evaluator (the float64 runtime)
+    # runs a Scan over axis 0 in its own direction only.
+    steps = outer.transpose(xp, [1, 0, 2])
+    if reverse:
+        steps = _flip_time(outer, steps)
     init = [outer.zeros_like_rows(x, u) for _ in range(n_states)]
-    outs = outer.op("Scan", init + [xp], outputs=n_states + 1, body=graph, num_scan_inputs=1, scan_input_axes=[1], scan_output_axes=[1], **direction)
-    last, seq = outs[0], outs[-1]
+    outs = outer.op("Scan", init + [steps], outputs=n_states + 1, body=graph, num_scan_inputs=1)
+    seq = outs[-1] if not reverse else _flip_time(outer, outs[-1])
+    last, seq = outs[0], outer.transpose(seq, [1, 0, 2])
     if wide:
         last, seq = g.op("Cast", [last], to=g.elem_type), g.op("Cast", [seq], to=g.elem_type)
     return seq, last
+
+
+def _flip_time(g: Graph, x: str) -> str:
+    """`x` [T, ...] with its steps in reverse order."""
+    return g.op("Slice", [x, g.ints([-1]), g.ints([INT64_MIN]), g.ints([0]), g.ints([-1])])
 
 
 def _directions(node, site: Site, g: Graph, x: str, sites: list[Site]) -> list[tuple[str, str]]:

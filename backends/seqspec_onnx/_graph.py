@@ -16,7 +16,7 @@ OPSET = 21
 IR_VERSION = 10
 
 ONNX_DTYPES = {"float32": TensorProto.FLOAT, "float64": TensorProto.DOUBLE}
-INT64_MAX = np.iinfo(np.int64).max
+INT64_MAX, INT64_MIN = np.iinfo(np.int64).max, np.iinfo(np.int64).min
 
 
 class Graph:
