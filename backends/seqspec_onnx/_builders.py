@@ -224,40 +224,44 @@ def _scan(cell, site: Site, g: Graph, x: str, reverse: bool) -> tuple[str, str]:
     gates, n_states, step = SCAN_CELLS[type(cell)]
     wide = isinstance(cell, WIDE_CELLS) and g.dtype != "float64"
     outer = Graph("float64", g.counter, g.scope) if wide else g
+    # Time-major, forward only, flipped by hand: onnx's reference evaluator (the float64 runtime)
+    # runs a Scan over axis 0 in its own direction only. A wide cell projects its input inside
+    # the step: onnxruntime 1.32's full optimisation segfaults when a Transpose, a Cast to float64
+    # and a MatMul meet outside (measured on seq2seq_ln_rnn).
+    steps = g.transpose(x, [1, 0, 2])
+    if reverse:
+        steps = _flip_time(g, steps)
     if wide:
         outer.nodes, outer.initializers = g.nodes, g.initializers
-        x = g.op("Cast", [x], to=outer.elem_type)
+        steps = g.op("Cast", [steps], to=outer.elem_type)
     wsite = dataclasses.replace(site, model_dtype=outer.dtype) if wide else site
     kernel = wsite.w("kernel") if gates is None else _gate_stack(wsite, "kernel", gates)
     bias = None
     if cell.use_bias:
         bias = wsite.w("bias") if gates is None else np.concatenate([wsite.w(f"bias_{k}") for k in gates])
-    xp = outer.matmul_add(x, kernel, bias)  # every step's input projection at once: [B, T, G*u]
+    if not wide:
+        steps = outer.matmul_add(steps, kernel, bias)  # every step's input projection at once: [T, B, G*u]
     u = cell.units
     body = outer.body()
     state_in = [body.name("state") for _ in range(n_states)]
     x_t = body.name("x_t")
-    new_states, y_t = step(cell, wsite, body, state_in, x_t)
+    new_states, y_t = step(cell, wsite, body, state_in, body.matmul_add(x_t, kernel, bias) if wide else x_t)
     y_t = body.op("Identity", [y_t])
     graph = helper.make_graph(
         body.nodes,
         body.name("step"),
-        [value_info(n, outer.dtype, ["batch", u]) for n in state_in] + [value_info(x_t, outer.dtype, ["batch", kernel.shape[-1]])],
+        [value_info(n, outer.dtype, ["batch", u]) for n in state_in] + [value_info(x_t, outer.dtype, ["batch", kernel.shape[0 if wide else -1]])],
         [value_info(n, outer.dtype, ["batch", u]) for n in new_states + [y_t]],
         body.initializers,
     )
-    # Time-major, forward only, flipped by hand: onnx's reference evaluator (the float64 runtime)
-    # runs a Scan over axis 0 in its own direction only.
-    steps = outer.transpose(xp, [1, 0, 2])
-    if reverse:
-        steps = _flip_time(outer, steps)
     init = [outer.zeros_like_rows(x, u) for _ in range(n_states)]
     outs = outer.op("Scan", init + [steps], outputs=n_states + 1, body=graph, num_scan_inputs=1)
-    seq = outs[-1] if not reverse else _flip_time(outer, outs[-1])
-    last, seq = outs[0], outer.transpose(seq, [1, 0, 2])
+    last, seq = outs[0], outs[-1]
     if wide:
         last, seq = g.op("Cast", [last], to=g.elem_type), g.op("Cast", [seq], to=g.elem_type)
-    return seq, last
+    if reverse:
+        seq = _flip_time(g, seq)
+    return g.transpose(seq, [1, 0, 2]), last
 
 
 def _flip_time(g: Graph, x: str) -> str:
