@@ -66,7 +66,7 @@ def to_onnx(spec: s.Spec, weights: dict, dtype: Optional[str] = None, shape: Opt
 
 
 def export_artifact(spec: s.Spec, weights: dict, path: Path, dtype: str, shape: Optional[tuple] = None) -> list[str]:
-    """Write the ONNX model of `spec` at `path` (see seqspec._export for the interface); returns its notes."""
+    """Write the ONNX model of `spec` at `path` (the interface of `seqspec export` targets, docs/export.md); returns its notes."""
     weights = {k: np.asarray(v, dtype=dtype) for k, v in weights.items()}
     model, notes = to_onnx(spec, weights, dtype, shape)
     onnx.save_model(model, str(path))
