@@ -29,12 +29,14 @@ def _cell(target) -> str:
     return ("cannot: " if not target.exported else "DIFFERS: ") + reason.replace("|", "\\|")
 
 
-def _old_cells(text: str, targets: list[str]) -> dict[tuple[str, str], str]:
+def _old_cells(text: str) -> dict[tuple[str, str], str]:
     """The cells already in the table, by (spec, target)."""
     cells = {}
     if BEGIN not in text:
         return cells
     rows = [r for r in text.split(BEGIN, 1)[1].split(END, 1)[0].strip().splitlines() if r.startswith("|")]
+    if not rows:
+        return cells
     header = [c.strip() for c in rows[0].strip("|").split("|")]
     for row in rows[2:]:
         values = [c.strip() for c in re.split(r"(?<!\\)\|", row.strip().strip("|"))]
@@ -66,7 +68,7 @@ def main(argv=None) -> int:
             missing[name] = f"not installed here: {e}"
     doc = Path(args.doc)
     text = doc.read_text()
-    cells = _old_cells(text, list(TARGETS))
+    cells = _old_cells(text)
     results = []
     for path in sorted(Path(args.specs).glob("*.yaml")):
         spec = seqspec.load(str(path))

@@ -359,15 +359,17 @@ def test_check_targets_onnx_reports_the_differences_per_target(capsys):
     assert lines[1].startswith("  onnx: ok: max abs diff vs keras ") and "(batches 1, 3, lengths 1, 7, 500; tolerance 1e-05)" in lines[1]
 
 
-def test_check_targets_fails_when_an_artifact_differs(capsys, monkeypatch):
+def test_check_targets_fails_when_an_artifact_differs(monkeypatch):
+    from seqspec._export import check_targets
     from seqspec_onnx import _builders
 
-    real = _builders.ONNX_LSTM_GATES
     monkeypatch.setattr(_builders, "ONNX_LSTM_GATES", ("i", "f", "o", "g"))  # a swapped gate order must show
-    assert _builders.ONNX_LSTM_GATES != real
-    assert main(["check", str(ROOT / "specs" / "encoder_decoder.yaml"), "--targets", "onnx"]) == 1
-    out = capsys.readouterr().out
-    assert ": FAILED: " in out.splitlines()[0] and "  onnx differs from keras by " in out
+    e = exported("encoder_decoder")
+    predict = {"keras": lambda x: KERAS.predict(e.keras, x), "torch": lambda x: TORCH.predict(e.torch, x)}
+    result = check_targets(e.spec, ["onnx"], e.weights, predict, [7], BATCH_SIZES, TOLERANCE["float32"])["onnx"]
+    assert result.exported and not result.ok
+    assert result.failures[0].startswith("onnx differs from keras by ") and "at batch 1, length 7 (tolerance " in result.failures[0]
+    assert result.line().startswith("onnx: FAILED: max abs diff vs keras ")
 
 
 # --- bad input: one line, the right exit code, nothing half-written -------------------------------
