@@ -331,6 +331,18 @@ def test_the_runner_blocks_seqspec_and_fails_in_one_line(tmp_path):
     assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith(str(tmp_path / "bad.onnx"))
 
 
+def test_batch_and_time_are_symbolic_unless_a_shape_is_fixed():
+    e = exported("seq2seq_gru")
+    dims = [d.dim_param or d.dim_value for d in e.model.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", "time", 1]
+    fixed, notes = seqspec_onnx.to_onnx(e.spec, e.weights, shape=(2, 9, 1))
+    assert [d.dim_value for d in fixed.graph.input[0].type.tensor_type.shape.dim] == [2, 9, 1]
+    assert [d.dim_value for d in fixed.graph.output[0].type.tensor_type.shape.dim] == [2, 9, 10]
+    assert notes[0] == "onnx: opset 21, float32, input [2, 9, 1]"
+    x = np.random.default_rng(0).standard_normal((2, 9, 1)).astype("float32")
+    np.testing.assert_array_equal(_run(fixed, x), _run(e.model, x))
+
+
 def test_api_export_takes_weights_as_a_dict_or_a_safetensors_file(tmp_path):
     spec = seqspec.load(str(ROOT / "specs" / "next_simple_rnn.yaml"))
     w = random_weights(spec, 9)
