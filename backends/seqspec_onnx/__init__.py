@@ -9,7 +9,6 @@ evaluator (float64, which onnxruntime's LSTM and GRU lack), with no seqspec inst
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 from ._builders import BUILDERS, ONNX_GRU_GATES, ONNX_LSTM_GATES, ONNX_PEEPHOLES, Site
 from ._export import export_artifact, needs_fixed_shape, to_onnx
