@@ -27,6 +27,7 @@ except KeyboardInterrupt:
     raise SystemExit(130) from None
 
 EXIT_OK, EXIT_FAIL, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_DRIFT = 3  # check: every spec passed, but a difference drifted from the --baseline
 SCHEMA_URL = "https://raw.githubusercontent.com/seqspec/seqspec/main/schema/seqspec-1.schema.json"
 SEED_MAX = 2**32 - 1  # NumPy's legacy seeding and torch.manual_seed agree only on 0..2**32-1
 _INTEGER = re.compile(r"[+-]?\d(?:_?\d)*")
@@ -333,7 +334,12 @@ def cmd_check(args) -> int:
     from ._backend import get_backend
     from ._check import check
 
-    specs = []
+    from . import _reports
+
+    baseline = _reports.read_baseline(args.baseline) if args.baseline is not None else None
+    if args.junit_xml is not None:
+        _reports.check_report_path(args.junit_xml)
+    specs, invalid = [], []
     code = EXIT_OK
     for path, problem in _each_spec(args.specs):
         try:
@@ -342,8 +348,11 @@ def cmd_check(args) -> int:
             specs.append((path, _load(path, **_budgets(args))))
         except SpecError as e:
             print(e, file=sys.stderr)
+            invalid.append((path or "", str(e)))
             code = EXIT_INVALID
     if code == EXIT_INVALID:
+        if args.junit_xml is not None:
+            _reports.write_junit(args.junit_xml, [], invalid)
         return code
     _quiet_frameworks()
     get_backend("keras"), get_backend("torch")  # imported before _deep_recursion: TensorFlow resets the limit at import
@@ -371,7 +380,14 @@ def cmd_check(args) -> int:
             print(f"  first divergent layer: {f['where']}: layers[{f['index']}] ({f['type']}) differs by {f['max_abs_diff']:.3g}")
     if args.json:
         print(json.dumps([r.as_json() for r in results], indent=2))
-    return EXIT_OK if all(r.ok for r in results) else EXIT_FAIL
+    if args.junit_xml is not None:
+        _reports.write_junit(args.junit_xml, results)
+    drifted = _reports.drift(results, baseline) if baseline is not None else []
+    for d in drifted:
+        print(d, file=sys.stderr)
+    if not all(r.ok for r in results):
+        return EXIT_FAIL
+    return EXIT_DRIFT if drifted else EXIT_OK
 
 
 def cmd_train(args) -> int:
@@ -450,6 +466,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("specs", nargs="+", metavar="SPEC", help="spec files or directories of them")
     p.add_argument("--json", action="store_true")
     p.add_argument("--dtype", choices=["float32", "float64"])
+    p.add_argument("--junit-xml", metavar="PATH", help="also write a JUnit XML report: one testcase per spec and direction")
+    p.add_argument(
+        "--baseline", metavar="JSON",
+        help="a previous run's --json: report differences that grew tenfold or passed half the tolerance (exit 3 if nothing else failed)",
+    )
     budget(p)
     p.set_defaults(run=cmd_check)
 
