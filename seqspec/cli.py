@@ -332,8 +332,8 @@ def _progress() -> Optional[Callable[[str], None]]:
 
 def cmd_check(args) -> int:
     # torch (and NumPy's BLAS) on one thread unless OMP_NUM_THREADS says otherwise: check's batches
-    # of 1 and 3 are too small to share, and a second thread's wait at every step cost 2.5 times
-    # the CPU time over four example specs, measured under load (docs/ci.md).
+    # of 1 and 3 are too small to share, and on a busy machine a second thread's wait at every step
+    # cost 4.2 times the CPU time over specs/ (measured under load, docs/ci.md).
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from ._backend import get_backend
     from ._check import check
