@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
@@ -18,25 +19,59 @@ LENGTHS = (1, 7, LONGEST_CHECK_LENGTH)
 BATCH_SIZES = (1, 3)
 
 
+DIRECTIONS = ("keras_to_torch", "torch_to_keras")
+
+
+def direction_label(direction: str) -> str:
+    """'keras_to_torch' -> 'keras->torch', as reports and test ids name a direction."""
+    return direction.replace("_to_", "->")
+
+
 @dataclass
 class CheckResult:
-    """The outcome of one spec's equivalence check (its `as_json()` is the --json object)."""
+    """The outcome of one spec's equivalence check (its `as_json()` is the --json object).
+
+    `directions` are the directions checked; `failed[direction]` lists the failures that belong
+    to it: its own outputs and weight round trip, and what concerns both models (parameter
+    counts, training mode, and the gradients, compared once with the weights the last direction
+    moved), so each direction's verdict is whole on its own. `fraction_of_tolerance[direction]`
+    is the largest difference over the tolerance of its case (the tolerance scales with the
+    output's size): 1 or more fails; `seconds[direction]` is the time it took.
+    """
 
     spec: str
     name: str
     dtype: str
     params: dict[str, int]
     tolerance: float
-    max_abs_diff: dict[str, float] = field(default_factory=lambda: {"keras_to_torch": 0.0, "torch_to_keras": 0.0})
+    directions: tuple[str, ...] = DIRECTIONS
+    max_abs_diff: dict[str, float] = field(default_factory=dict)
+    fraction_of_tolerance: dict[str, float] = field(default_factory=dict)
     grad_max_abs_diff: Optional[float] = None
+    grad_fraction_of_tolerance: Optional[float] = None
     first_divergent_layer: Optional[dict[str, Any]] = None
     failures: list[str] = field(default_factory=list)
+    failed: dict[str, list[str]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
     cases: list[tuple[int, Optional[int]]] = field(default_factory=list)
     targets: dict[str, Any] = field(default_factory=dict)  # export target -> seqspec._export.TargetResult
+
+    def __post_init__(self):
+        for d in self.directions:
+            self.max_abs_diff.setdefault(d, 0.0)
+            self.fraction_of_tolerance.setdefault(d, 0.0)
+            self.failed.setdefault(d, [])
+            self.seconds.setdefault(d, 0.0)
 
     @property
     def ok(self) -> bool:
         return not self.failures
+
+    def fail(self, message: str, direction: Optional[str] = None) -> None:
+        """Record a failure of `direction`, or of every direction checked when None."""
+        self.failures.append(message)
+        for d in self.directions if direction is None else (direction,):
+            self.failed[d].append(message)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -45,12 +80,16 @@ class CheckResult:
             "params": self.params,
             "dtype": self.dtype,
             "max_abs_diff": self.max_abs_diff,
+            "fraction_of_tolerance": self.fraction_of_tolerance,
             "grad_max_abs_diff": self.grad_max_abs_diff,
+            "grad_fraction_of_tolerance": self.grad_fraction_of_tolerance,
             "tolerance": self.tolerance,
             "first_divergent_layer": self.first_divergent_layer,
             "ok": self.ok,
             "failures": self.failures,
             **({"targets": {name: t.as_json() for name, t in self.targets.items()}} if self.targets else {}),
+            "failed": self.failed,
+            "seconds": {d: round(t, 3) for d, t in self.seconds.items()},
         }
 
 
@@ -128,6 +167,8 @@ def check(
     seed: int = 0,
     progress: Optional[Callable[[str], None]] = None,
     targets: Sequence[str] = (),
+    directions: Sequence[str] = DIRECTIONS,
+    models: Optional[tuple[Any, Any]] = None,
 ) -> CheckResult:
     """Build `spec` in both backends, move weights each way, compare outputs (and in float64 the
     gradients of sum(output * r) with respect to inputs and every weight).
@@ -135,8 +176,15 @@ def check(
     `targets` (export target names, seqspec._export.TARGETS): each artifact, exported with the
     models' weights and run in a fresh process, is compared with both backends as well.
 
+    `directions` picks "keras_to_torch", "torch_to_keras" or both; each draws its own weights
+    and inputs from `seed`, so a direction checked alone gives the numbers it gives in a full
+    check. `models`, if given, is a (keras model, torch module) pair built from `spec` (in its
+    dtype) to reuse: every direction sets all their weights before it compares.
     `progress`, if given, is called with a line before each step (a long input runs for minutes).
     """
+    unknown = [d for d in directions if d not in DIRECTIONS]
+    if unknown or not directions:
+        raise ValueError(f"directions must be some of {DIRECTIONS}; received {tuple(directions)!r}")
     if dtype is not None and dtype != spec.dtype:
         spec = _with_dtype(spec, dtype)
     say = progress or (lambda message: None)
@@ -144,7 +192,7 @@ def check(
     keras, torch = get_backend("keras"), get_backend("torch")
     info = infer(spec)
     tol = TOLERANCE[spec.dtype]
-    km, tm = keras.build(spec), torch.build(spec)
+    km, tm = models if models is not None else (keras.build(spec), torch.build(spec))
     k_params, t_params = keras.count_params(km), torch.count_params(tm)
     result = CheckResult(
         spec=path or spec.name,
@@ -152,37 +200,46 @@ def check(
         dtype=spec.dtype,
         params={"core": info.params, "keras": sum(k_params), "torch": sum(t_params)},
         tolerance=tol,
+        directions=tuple(d for d in DIRECTIONS if d in directions),
     )
     core = (info.trainable_params, info.non_trainable_params)
     for name, counted in (("keras", k_params), ("torch", t_params)):
         if counted != core:
-            result.failures.append(f"{name} counts {counted[0]:,} trainable + {counted[1]:,} non-trainable parameters, the core {core[0]:,} + {core[1]:,}")
+            result.fail(f"{name} counts {counted[0]:,} trainable + {counted[1]:,} non-trainable parameters, the core {core[0]:,} + {core[1]:,}")
 
-    rng = np.random.default_rng(seed)
-    directions = (("keras_to_torch", keras, km, torch, tm), ("torch_to_keras", torch, tm, keras, km))
-    for k, (direction, src, src_model, dst, dst_model) in enumerate(directions):
+    lengths = input_lengths(spec)
+    ends = {"keras_to_torch": (keras, km, torch, tm), "torch_to_keras": (torch, tm, keras, km)}
+    for direction in result.directions:
+        started = time.perf_counter()
+        k = DIRECTIONS.index(direction)
+        src, src_model, dst, dst_model = ends[direction]
+        rng = np.random.default_rng([seed, k])
         weights = random_weights(spec, seed + k + 1)
         src.set_weights(src_model, spec, weights)
         exported = src.get_weights(src_model, spec)
         for name, value in weights.items():
             if _diff(exported[name], value) != 0.0:
-                result.failures.append(f"{src.name}: weight {name} does not survive set_weights/get_weights")
+                result.fail(f"{src.name}: weight {name} does not survive set_weights/get_weights", direction)
         dst.set_weights(dst_model, spec, exported)
-        for t in input_lengths(spec):
+        for t in lengths:
             for b in BATCH_SIZES:
                 steps = "no time axis" if t is None else f"{t:,} steps"
-                say(f"checking {spec.name}: {direction.replace('_to_', '->')}, {spec.dtype}, batch {b}, {steps} ...")
+                say(f"checking {spec.name}: {direction_label(direction)}, {spec.dtype}, batch {b}, {steps} ...")
                 shape = (b,) + ((t,) if t is not None else ()) + (spec.input.shape[-1],)
                 x = rng.standard_normal(shape).astype(spec.dtype)
                 a, c = src.predict(src_model, x), dst.predict(dst_model, x)
-                d = _diff(a, c)
+                d, limit = _diff(a, c), _limit(tol, a)
                 result.max_abs_diff[direction] = max(result.max_abs_diff[direction], d)
+                result.fraction_of_tolerance[direction] = max(result.fraction_of_tolerance[direction], d / limit)
                 result.cases.append((b, t))
-                if d > _limit(tol, a):
-                    result.failures.append(f"{direction}: outputs differ by {d:.3g} at batch {b}, length {t} (tolerance {_limit(tol, a):.3g})")
+                if d > limit:
+                    result.fail(f"{direction}: outputs differ by {d:.3g} at batch {b}, length {t} (tolerance {limit:.3g})", direction)
                     if result.first_divergent_layer is None:
                         result.first_divergent_layer = _first_divergent(spec, keras, km, torch, tm, x, tol)
+                        if result.first_divergent_layer is not None:
+                            result.first_divergent_layer["direction"] = direction
                     break
+        result.seconds[direction] += time.perf_counter() - started
 
     if targets:
         from ._export import check_targets
@@ -191,22 +248,27 @@ def check(
         result.targets = check_targets(spec, targets, torch.get_weights(tm, spec), predict, input_lengths(spec), BATCH_SIZES, tol, seed, say)
         result.failures += [f for t in result.targets.values() for f in t.failures]
 
+    last = result.directions[-1]
+    started = time.perf_counter()
+    rng = np.random.default_rng([seed, len(DIRECTIONS)])
     if spec.dtype == "float64":
         say(f"checking {spec.name}: gradients ...")
-        result.grad_max_abs_diff = _check_gradients(spec, keras, km, torch, tm, rng, tol, result)
+        result.grad_max_abs_diff, result.grad_fraction_of_tolerance = _check_gradients(spec, keras, km, torch, tm, rng, tol, result)
 
-    for t in input_lengths(spec)[-1:]:
+    for t in lengths[-1:]:
         say(f"checking {spec.name}: training mode ...")
         shape = (2,) + ((t,) if t is not None else ()) + (spec.input.shape[-1],)
         x = rng.standard_normal(shape).astype(spec.dtype)
         ks, ts = keras.training_output(km, x, seed).shape, torch.training_output(tm, x, seed).shape
         if ks != ts:
-            result.failures.append(f"training mode: keras gives shape {ks}, torch {ts}")
+            result.fail(f"training mode: keras gives shape {ks}, torch {ts}")
+    result.seconds[last] += time.perf_counter() - started
     return result
 
 
-def _check_gradients(spec, keras, km, torch, tm, rng, tol, result) -> float:
-    worst = 0.0
+def _check_gradients(spec, keras, km, torch, tm, rng, tol, result) -> tuple[float, float]:
+    """The largest gradient difference, and the largest over its tolerance; failures to `result`."""
+    worst = fraction = 0.0
     lengths = input_lengths(spec)
     t = lengths[min(1, len(lengths) - 1)]
     shape = (3,) + ((t,) if t is not None else ()) + (spec.input.shape[-1],)
@@ -219,15 +281,16 @@ def _check_gradients(spec, keras, km, torch, tm, rng, tol, result) -> float:
     trainable = [a.name for a in arrays(spec) if a.trainable]
     for name in trainable:
         if name not in kw or name not in tw:
-            result.failures.append(f"gradient of {name} missing from {'keras' if name not in kw else 'torch'}")
+            result.fail(f"gradient of {name} missing from {'keras' if name not in kw else 'torch'}")
             continue
         pairs.append((f"d/d {name}", kw[name], tw[name]))
     for label, a, b in pairs:
         d = _diff(a, b)
-        worst = max(worst, d)
-        if d > _limit(tol, a):
-            result.failures.append(f"gradients: {label} differs by {d:.3g} (tolerance {_limit(tol, a):.3g})")
-    return worst
+        limit = _limit(tol, a)
+        worst, fraction = max(worst, d), max(fraction, d / limit)
+        if d > limit:
+            result.fail(f"gradients: {label} differs by {d:.3g} (tolerance {limit:.3g})")
+    return worst, fraction
 
 
 def _with_dtype(spec: Spec, dtype: str) -> Spec:

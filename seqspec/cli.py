@@ -28,6 +28,7 @@ except KeyboardInterrupt:
     raise SystemExit(130) from None
 
 EXIT_OK, EXIT_FAIL, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_DRIFT = 3  # check: every spec passed, but a difference drifted from the --baseline
 SCHEMA_URL = "https://raw.githubusercontent.com/seqspec/seqspec/main/schema/seqspec-1.schema.json"
 SEED_MAX = 2**32 - 1  # NumPy's legacy seeding and torch.manual_seed agree only on 0..2**32-1
 _INTEGER = re.compile(r"[+-]?\d(?:_?\d)*")
@@ -370,10 +371,19 @@ def _progress() -> Optional[Callable[[str], None]]:
 
 
 def cmd_check(args) -> int:
+    # torch (and NumPy's BLAS) on one thread unless OMP_NUM_THREADS says otherwise: check's batches
+    # of 1 and 3 are too small to share, and on a busy machine a second thread's wait at every step
+    # cost 4.2 times the CPU time over specs/ (measured under load, docs/ci.md).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     from ._backend import get_backend
     from ._check import check
 
-    specs = []
+    from . import _reports
+
+    baseline = _reports.read_baseline(args.baseline) if args.baseline is not None else None
+    if args.junit_xml is not None:
+        _reports.check_report_path(args.junit_xml)
+    specs, invalid = [], []
     code = EXIT_OK
     for path, problem in _each_spec(args.specs):
         try:
@@ -382,8 +392,11 @@ def cmd_check(args) -> int:
             specs.append((path, _load(path, **_budgets(args))))
         except SpecError as e:
             print(e, file=sys.stderr)
+            invalid.append((path or "", str(e)))
             code = EXIT_INVALID
     if code == EXIT_INVALID:
+        if args.junit_xml is not None:
+            _reports.write_junit(args.junit_xml, [], invalid)
         return code
     _quiet_frameworks()
     get_backend("keras"), get_backend("torch")  # imported before _deep_recursion: TensorFlow resets the limit at import
@@ -418,7 +431,14 @@ def cmd_check(args) -> int:
             print(f"  {target.line()}")
     if args.json:
         print(json.dumps([r.as_json() for r in results], indent=2))
-    return EXIT_OK if all(r.ok for r in results) else EXIT_FAIL
+    if args.junit_xml is not None:
+        _reports.write_junit(args.junit_xml, results)
+    drifted = _reports.drift(results, baseline) if baseline is not None else []
+    for d in drifted:
+        print(d, file=sys.stderr)
+    if not all(r.ok for r in results):
+        return EXIT_FAIL
+    return EXIT_DRIFT if drifted else EXIT_OK
 
 
 def cmd_train(args) -> int:
@@ -500,6 +520,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--targets", type=_targets_type, metavar="T[,T...]",
         help="also export each artifact (onnx, torch-export, saved-model, litert), run it without seqspec and compare it with both backends",
+    )
+    p.add_argument("--junit-xml", metavar="PATH", help="also write a JUnit XML report: one testcase per spec and direction")
+    p.add_argument(
+        "--baseline", metavar="JSON",
+        help="a previous run's --json: report differences that grew tenfold or passed half the tolerance (exit 3 if nothing else failed)",
     )
     budget(p)
     p.set_defaults(run=cmd_check)

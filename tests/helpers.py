@@ -46,3 +46,11 @@ def check_node(backend_name: str, layers: list[dict], shape: list, *, time: int 
         assert got[name].shape == value.shape, f"{name}: {got[name].shape} != {value.shape}"
         np.testing.assert_array_equal(got[name], value, err_msg=name)
     return spec, model, y
+
+
+def examples(full: int) -> int:
+    """A property's Hypothesis example count: `full` under `--hypothesis-profile=full`, a quarter
+    of it (at least 2) under the suite's default "fast" profile (see conftest.py)."""
+    from hypothesis import settings
+
+    return max(2, round(full * settings.default.max_examples / 100))

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import seqspec
-from helpers import spec_of
+from helpers import examples, spec_of
 from seqspec._check import check
 from seqspec.cli import main
 
@@ -138,7 +138,7 @@ _head = st.sampled_from([
 ])
 
 
-@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(12))
 @given(_front, st.lists(_middle, max_size=2), _head, st.sampled_from(["float32", "float64"]))
 def test_random_stacks_are_equivalent(front, middle, head, dtype):
     # Layer norm over a few units amplifies the float32 differences of its input, which another

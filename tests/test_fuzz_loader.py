@@ -3,10 +3,11 @@
 from pathlib import Path
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import seqspec
+from helpers import examples
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = [p.read_text() for p in sorted((ROOT / "specs").glob("*.yaml"))]
@@ -34,7 +35,7 @@ def _assert_loads_or_located(text):
             assert "\n" not in p.message
 
 
-@settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300))
 @given(st.binary(max_size=300))
 def test_random_bytes(data):
     try:
@@ -44,7 +45,7 @@ def test_random_bytes(data):
     _assert_loads_or_located(text)
 
 
-@settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300))
 @given(st.sampled_from(SEEDS), st.data())
 def test_mutated_specs(seed, data):
     doc = yaml.safe_load(seed)
