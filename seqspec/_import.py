@@ -40,7 +40,9 @@ class Imported:
     [time, features] or [features]; `weights`: canonical arrays named `layers.{i}.{array}`;
     `run`: the original model as a function of a NumPy input, per dtype it runs in ("float32"
     always, "float64" where a copy of it can run in float64); `notes`: options dropped because they
-    act only in training (a regularizer, a constraint), said to the user, never silently.
+    act only in training (a regularizer, a constraint), said to the user, never silently;
+    `exact`: canonical weights per dtype read from the original run in that dtype, where they differ
+    from `weights` cast (torch's two biases summed in float64 rather than float32).
     """
 
     name: str
@@ -51,6 +53,7 @@ class Imported:
     dtype: str = "float32"
     description: str = ""
     notes: list[str] = dataclasses.field(default_factory=list)
+    exact: dict[str, dict] = dataclasses.field(default_factory=dict)
 
 
 def spec_name(text: str) -> str:
@@ -255,21 +258,29 @@ class ProofResult:
         return out
 
 
-def prove_import(spec: "Spec", weights: dict, run: dict[str, Callable], lengths: Optional[list] = None, seed: int = 0) -> ProofResult:
+def prove_import(
+    spec: "Spec", weights: dict, run: dict[str, Callable], lengths: Optional[list] = None, seed: int = 0, exact: Optional[dict] = None
+) -> ProofResult:
     """Build `spec` with `weights` on both backends and compare each with the original (`run`, per dtype)
     on random inputs at batch 1 and 3 and the lengths `seqspec check` uses (or `lengths`), with
-    check's tolerances."""
+    check's tolerances. `exact[dtype]`, where given, are the weights to use in that dtype."""
     import numpy as np
 
     from ._backend import get_backend
-    from ._check import TOLERANCE, _diff, _limit, _with_dtype, input_lengths
+    from ._check import TOLERANCE, _accepts, _diff, _limit, _with_dtype, input_lengths
 
+    if lengths is not None and len(spec.input.shape) == 2:
+        refused = [t for t in lengths if not _accepts(spec, t)]
+        if spec.input.shape[0] is not None and any(t != spec.input.shape[0] for t in lengths):
+            raise ImportRefused(f"--lengths: the model {spec.name!r} takes only {spec.input.shape[0]} steps")
+        if refused:
+            raise ImportRefused(f"--lengths: the model {spec.name!r} cannot take {', '.join(map(str, refused))} steps (too short for its windows)")
     result = ProofResult()
     rng = np.random.default_rng(seed)
     backends = [get_backend("keras"), get_backend("torch")]
     for dtype, original in run.items():
         typed = _with_dtype(spec, dtype)
-        w = {k: np.asarray(v).astype(dtype) for k, v in weights.items()}
+        w = {k: np.asarray(v).astype(dtype) for k, v in (exact or {}).get(dtype, weights).items()}
         models = [(b, b.build(typed, w)) for b in backends]
         tol = TOLERANCE[dtype]
         result.tolerance[dtype] = tol
@@ -311,7 +322,7 @@ def import_files(source: Any, output: str, input_shape: Optional[list] = None, n
     imported = read(source, input_shape, name)
     spec, text = to_spec(imported)
     check_weights(spec, imported.weights, source=f"the weights read from {spec.name}")
-    result = prove_import(spec, imported.weights, imported.run, lengths)
+    result = prove_import(spec, imported.weights, imported.run, lengths, exact=imported.exact)
     if not result.ok:
         return spec, result, imported.notes, None
     save_weights(imported.weights, weights_path, spec)
@@ -319,5 +330,35 @@ def import_files(source: Any, output: str, input_shape: Optional[list] = None, n
     return spec, result, imported.notes, weights_path
 
 
-def source_label(source: Union[str, Any]) -> str:
-    return source if isinstance(source, str) else type(source).__name__
+def _lengths(text: Optional[str]) -> Optional[list]:
+    if text is None:
+        return None
+    try:
+        values = [int(p) for p in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise ImportRefused(f"--lengths {text!r}: write positive whole numbers separated by commas, e.g. 1,7,500")
+    return values
+
+
+def run_command(args) -> int:
+    """`seqspec import SOURCE -o SPEC.yaml`: 0 when proven equal, 1 when the proof fails (nothing
+    written), 2 when the source cannot be imported (nothing written)."""
+    import sys
+
+    spec, result, notes, weights_path = import_files(args.source, args.output, parse_input_shape(args.input_shape), args.name, _lengths(args.lengths))
+    for note in notes:
+        print(f"{args.source}: note: {note}", file=sys.stderr)
+    if not result.ok:
+        print(f"{args.source}: FAILED: the spec {spec.name!r} does not compute the original's function; nothing written")
+        for line in result.lines():
+            print(line)
+        for failure in result.failures[:10]:
+            print(f"  {failure}")
+        return 1
+    n = len(spec.layers)
+    print(f"{args.source}: wrote {args.output} and {weights_path}: {spec.name}, {n} layer{'' if n == 1 else 's'}; proven equal to the original")
+    for line in result.lines():
+        print(line)
+    return 0

@@ -554,7 +554,9 @@ def _runner(model) -> Callable[[np.ndarray], np.ndarray]:
     import tensorflow as tf
 
     dtype = keras.backend.standardize_dtype(model.inputs[0].dtype)
-    call = tf.function(lambda x: model(x, training=False))
+    wrapped = any(isinstance(layer, keras.layers.TimeDistributed) for layer in _chain(model))
+    signature = None if wrapped else [tf.TensorSpec((None,) + tuple(model.inputs[0].shape[1:]), dtype)]
+    call = tf.function(lambda x: model(x, training=False), input_signature=signature)
     return lambda x: np.asarray(call(tf.convert_to_tensor(np.asarray(x, dtype=dtype))).numpy())
 
 
