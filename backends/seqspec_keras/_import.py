@@ -546,18 +546,28 @@ def _float64_copy(model) -> Optional[keras.Model]:
 
 
 def _runner(model) -> Callable[[np.ndarray], np.ndarray]:
-    """The model in inference mode as a function of NumPy inputs, traced once per input shape.
+    """The model in inference mode as a function of NumPy inputs, traced once for any batch size.
 
-    Not one trace for any shape (as the backend's predict): the user's keras.layers.TimeDistributed
-    mixes the batch and time axes when traced for an unknown shape (see _builders.time_distributed).
+    Once per length too where the model holds a keras.layers.TimeDistributed: traced for an unknown
+    length it mixes the batch and time axes (see _builders.time_distributed); for a known one it
+    does not.
     """
     import tensorflow as tf
 
     dtype = keras.backend.standardize_dtype(model.inputs[0].dtype)
-    wrapped = any(isinstance(layer, keras.layers.TimeDistributed) for layer in _chain(model))
-    signature = None if wrapped else [tf.TensorSpec((None,) + tuple(model.inputs[0].shape[1:]), dtype)]
-    call = tf.function(lambda x: model(x, training=False), input_signature=signature)
-    return lambda x: np.asarray(call(tf.convert_to_tensor(np.asarray(x, dtype=dtype))).numpy())
+    per_length = any(isinstance(layer, keras.layers.TimeDistributed) for layer in _chain(model))
+    features = tuple(model.inputs[0].shape[1:])
+    traced: dict = {}
+
+    def run(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=dtype)
+        key = x.shape[1] if per_length and x.ndim == 3 else None
+        if key not in traced:
+            shape = (None,) + ((key,) + features[1:] if key is not None else features)
+            traced[key] = tf.function(lambda t: model(t, training=False), input_signature=[tf.TensorSpec(shape, dtype)])
+        return np.asarray(traced[key](tf.convert_to_tensor(x)).numpy())
+
+    return run
 
 
 def load(path: str) -> keras.Model:

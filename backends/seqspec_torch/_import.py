@@ -703,7 +703,10 @@ def _callable(source: str) -> nn.Module:
 
 def _trace(module: nn.Module) -> fx.GraphModule:
     try:
-        return fx.symbolic_trace(module)
+        gm = fx.symbolic_trace(module)
+        # `out, (h, c) = self.lstm(x)` leaves getitems of the state that reach nothing: not the model's.
+        gm.graph.eliminate_dead_code()
+        return gm
     except Exception as e:  # data-dependent Python control flow, a loop over time steps ...
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise s.ImportRefused(f"{type(module).__name__}: torch.fx cannot trace its forward ({type(e).__name__}: {first[:200]}); a spec is a chain of the modules and functions in docs/import.md") from None
