@@ -150,7 +150,7 @@ def _zoo():
             L.AveragePooling1D(3, padding="valid"),
             L.LayerNormalization(center=False),
             L.BatchNormalization(scale=False, momentum=0.9, epsilon=1e-4),
-            L.LeakyReLU(0.25),
+            L.LeakyReLU(0.25),  # exact in float32: the float64 twin is exact
             L.GlobalMaxPooling1D(),
             L.RepeatVector(3),
             L.SimpleRNN(3, activation="relu", return_sequences=True),
@@ -186,6 +186,9 @@ def test_every_mapped_keras_option_imports_and_agrees(name, zoo):
     model, lengths = zoo[name]
     spec, imported, result = _prove(model, lengths=lengths)
     assert result.ok, result.failures
+    # The recurrent chain ends in Keras's gelu, whose float64 form is not exact: proven in float32 only, and said so.
+    assert set(result.max_abs_diff) == ({"float32"} if name == "recurrent" else {"float32", "float64"})
+    assert any("float64 proof is skipped: layer 'dense" in n for n in imported.notes) == (name == "recurrent")
     assert len(spec.layers) == len([layer for layer in model.layers if not isinstance(layer, L.InputLayer)])
 
 
@@ -286,6 +289,13 @@ def test_a_training_only_option_is_dropped_with_a_note_not_silently():
     assert any("kernel_constraint dropped" in note for note in imported.notes)
     spec, _ = to_spec(imported)
     assert [layer.type for layer in spec.layers] == ["lstm", "dense"]
+
+
+def test_keras_leaky_relu_with_a_slope_tensorflow_rounds_skips_the_float64_proof_with_a_note():
+    model = keras.Sequential([L.Input([4]), L.Dense(3), L.LeakyReLU(0.3, name="leak")])
+    imported = read(model)
+    assert set(imported.run) == {"float32"}
+    assert imported.notes == ["the float64 proof is skipped: layer 'leak' (LeakyReLU) has negative_slope 0.3, which TensorFlow rounds to float32 in float64"]
 
 
 def test_a_float64_keras_model_imports_as_a_float64_spec():
