@@ -94,10 +94,6 @@ class Reader:
             doc["layers"] = [{"type": "dropout", "rate": 0.0}]
         return s.load(json.dumps(doc))
 
-    def n_features(self) -> int:
-        info = s.infer(self.partial_spec())
-        return info.layers[-1].output_shape[-1] if self.items else self.input_shape[-1]
-
     # --- the walk ------------------------------------------------------------------------
 
     def run(self) -> Value:
@@ -565,9 +561,13 @@ def dropout_function(r: Reader, n: fx.Node) -> Value:
     r.refuse(n, "F.dropout in a module's forward is active whenever training=True is passed; use nn.Dropout, which follows eval()")
 
 
+def _dim(n: fx.Node):
+    """The `dim` of x.unsqueeze(dim) / x.squeeze(dim), positional or keyword."""
+    return n.args[1] if len(n.args) > 1 else n.kwargs.get("dim")
+
+
 def unsqueeze(r: Reader, n: fx.Node) -> Value:
-    v = r.value(n, n.args[0])
-    dim = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim")
+    v, dim = r.value(n, n.args[0]), _dim(n)
     if v.kind == "vec" and dim in (1, -2):
         return Value("unsqueezed")
     r.refuse(n, f"unsqueezes dim {dim!r} of a {v.kind}; only x.unsqueeze(1).repeat(1, n, 1) on a vector (repeat_vector) maps")
@@ -584,8 +584,7 @@ def repeat(r: Reader, n: fx.Node) -> Value:
 
 
 def squeeze(r: Reader, n: fx.Node) -> Value:
-    v = r.value(n, n.args[0])
-    dim = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim")
+    v, dim = r.value(n, n.args[0]), _dim(n)
     if v.kind == "pooled" and dim in (2, -1):
         return Value("vec")
     r.refuse(n, f"squeezes dim {dim!r} of a {v.kind}; only the length-1 axis of a global pool maps")
