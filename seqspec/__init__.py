@@ -50,6 +50,7 @@ from ._spec import (
     activation_slope,
 )
 from ._weights import initial_weights, layout, load_weights, save_weights
+from ._import import Imported, ImportRefused, import_model, prove_import, spec_name
 
 __version__ = "0.1.0"
 
@@ -121,6 +122,9 @@ __all__ = [
     "Flatten",
     "FORMAT_VERSION",
     "get_backend",
+    "import_model",
+    "Imported",
+    "ImportRefused",
     "GlobalAvgPool1D",
     "GlobalMaxPool1D",
     "GRU",
@@ -150,6 +154,7 @@ __all__ = [
     "Plan",
     "POSTFIX_EVERY",
     "Problem",
+    "prove_import",
     "Progress",
     "RepeatVector",
     "RNN",
@@ -160,6 +165,7 @@ __all__ = [
     "SimpleRNNCell",
     "Site",
     "Spec",
+    "spec_name",
     "SpecError",
     "Split",
     "stop_on_signals",

@@ -1,4 +1,4 @@
-"""The `seqspec` command: validate, summary, schema, compile, export, check and train."""
+"""The `seqspec` command: validate, summary, schema, compile, export, check, train and import."""
 
 from __future__ import annotations
 
@@ -477,6 +477,13 @@ def cmd_train(args) -> int:
     return _train.EXIT_INTERRUPTED if record.run.interrupted else EXIT_OK
 
 
+def cmd_import(args) -> int:
+    from ._import import run_command
+
+    _quiet_frameworks()
+    return run_command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="seqspec", description="Define sequence models once; compile them to Keras and PyTorch.")
     parser.add_argument("--version", action="version", version="seqspec 0.1.0")
@@ -548,6 +555,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=seed_type)
     budget(p)
     p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("import", help="turn a Keras model or PyTorch module into a spec and weights, proven equal to it")
+    p.add_argument("source", metavar="SOURCE", help="a .keras or .h5 file, or a PyTorch package.module:callable")
+    p.add_argument("-o", "--output", required=True, metavar="SPEC.yaml", help="the spec to write; its weights go beside it as SPEC.safetensors")
+    p.add_argument("--input-shape", metavar="T,F", help="the input [time, features] (time may be null); required for PyTorch")
+    p.add_argument("--name", help="the spec's name (default: the model's, made lower case)")
+    p.add_argument("--lengths", metavar="L,...", help="sequence lengths of the proof (default: those of seqspec check)")
+    p.set_defaults(run=cmd_import)
     return parser
 
 

@@ -33,6 +33,7 @@ _import_tensorflow_quietly()
 
 from ._backend import KerasBackend  # noqa: E402
 from ._builders import BUILDERS, Site  # noqa: E402
+from ._import import READERS, read_model  # noqa: E402
 from ._layers import ACTIVATIONS, LeakyReLU, LNSimpleRNNCell, PeepholeLSTMCell, WaveNet, keras_activation  # noqa: E402
 from ._weights import CANONICAL_GATE, KERAS_GRU_GATES, KERAS_LSTM_GATES, WEIGHT_MAPS, Binding  # noqa: E402
 
@@ -49,6 +50,8 @@ __all__ = [
     "LNSimpleRNNCell",
     "LeakyReLU",
     "PeepholeLSTMCell",
+    "READERS",
+    "read_model",
     "Site",
     "WEIGHT_MAPS",
     "WaveNet",

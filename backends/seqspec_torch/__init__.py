@@ -3,6 +3,7 @@
 from ._backend import SAVE_FORMAT, TorchBackend, backend
 from ._builders import BUILDERS, Site
 from ._cells import CANONICAL_TO_TORCH_GRU, TORCH_GRU_GATES, TORCH_LSTM_GATES
+from ._import import FUNCTIONS, METHODS, MODULES, read_module
 from ._layers import Model
 from ._weights import WEIGHT_MAPS, Binding
 
@@ -10,7 +11,11 @@ __all__ = [
     "BUILDERS",
     "Binding",
     "CANONICAL_TO_TORCH_GRU",
+    "FUNCTIONS",
+    "METHODS",
     "Model",
+    "MODULES",
+    "read_module",
     "SAVE_FORMAT",
     "Site",
     "TORCH_GRU_GATES",
