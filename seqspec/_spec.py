@@ -361,16 +361,18 @@ class Bidirectional(_Layer):
     merge_mode: Literal["concat", "sum", "mul", "ave"] = "concat"
 
     mask_rule: ClassVar[str] = RECURRENT
+    reversed_output: ClassVar[bool] = False  # its outputs are in input order
+
+    @model_validator(mode="after")
+    def _forward_layer_reads_forwards(self):
+        if self.layer.go_backwards:
+            # keras.layers.Bidirectional raises "Forward layer and backward layer should have different `go_backwards` value".
+            raise _custom_error("bidirectional_go_backwards", "go_backwards cannot be set on the layer a bidirectional wraps: its backward pass reads backwards already (Keras refuses it)")
+        return self
 
     @property
     def return_sequences(self) -> bool:
         return self.layer.return_sequences
-
-    @property
-    def reversed_output(self) -> bool:
-        """With go_backwards on the wrapped layer, Keras's forward pass reads backwards and the
-        merged steps come in reverse order."""
-        return self.layer.reversed_output
 
     def output_shape(self, index: int, shape: Shape) -> Shape:
         inner = self.layer.output_shape(index, shape)
@@ -759,6 +761,12 @@ class Embedding(_Layer):
     output_dim: Positive
     mask_zero: bool = False
     mask_rule: ClassVar[str] = MAKES
+
+    @model_validator(mode="after")
+    def _room_for_tokens(self):
+        if self.mask_zero and self.input_dim < 2:
+            raise _custom_error("mask_zero_input_dim", f"with mask_zero, id 0 is padding: input_dim must be at least 2 (padding and one token), got {self.input_dim}")
+        return self
 
     def output_shape(self, index: int, shape: Shape) -> Shape:
         if len(shape) != 2 or index != 0:

@@ -59,11 +59,10 @@ def recurrent(node, site: Site, backwards: Optional[bool] = None, zero_output_fo
 
 
 def bidirectional(node: s.Bidirectional, site: Site) -> c.Bidirectional:
-    # As Keras: the backward pass reads the other way than the wrapped layer's go_backwards, and
-    # a masked step outputs zeros when the passes return sequences (zero_output_for_mask).
+    # As Keras: a masked step outputs zeros when the passes return sequences (zero_output_for_mask).
     inner, layer = site.nested("layer"), node.layer
-    forward = recurrent(layer, inner, layer.go_backwards, layer.return_sequences)
-    backward = recurrent(layer, inner, not layer.go_backwards, layer.return_sequences)
+    forward = recurrent(layer, inner, False, layer.return_sequences)
+    backward = recurrent(layer, inner, True, layer.return_sequences)
     return c.Bidirectional(forward, backward, node.merge_mode)
 
 

@@ -532,8 +532,8 @@ class Recurrent(nn.Module):
 class Bidirectional(nn.Module):
     """Forward and backward passes merged: [B, T, F] -> [B, (T,) units] (x2 for concat).
 
-    As keras.layers.Bidirectional: the backward layer reads in the other direction than the
-    forward one (go_backwards), and its outputs are flipped back when returning sequences.
+    As keras.layers.Bidirectional: the backward layer reads backwards (go_backwards), and its
+    outputs are flipped back to the input's order when returning sequences.
     """
 
     takes = gives = "channels_last"
