@@ -185,7 +185,7 @@ def _clean_loc(loc: tuple, data: Any) -> Path_:
 
 
 _TRAIN_CLASSES = {"train": s.Train, "target": s.Target, "optimizer": s.Optimizer, "early_stopping": s.EarlyStopping}
-_DATA_CLASSES = {"synthetic": s.SyntheticData, "csv": s.CSVData, "npy": s.NpyData}
+_DATA_CLASSES = {"synthetic": s.SyntheticData, "csv": s.CSVData, "npy": s.NpyData, "synthetic_tokens": s.SyntheticTokens}
 
 
 def _class_at(path: Path_, node: Any) -> Optional[type]:

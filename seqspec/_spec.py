@@ -881,13 +881,31 @@ class NpyData(_Node):
     steps: Optional[Positive] = None
     split: Annotated[list[Fraction], Field(min_length=3, max_length=3)] = [0.7, 0.2, 0.1]
     scale: Literal["none", "standard", "minmax"] = "standard"
+    # For target kind label: an .npy of one class per series (integer ids, or 0/1 floats).
+    labels: Optional[str] = None
 
 
-Data = Annotated[Union[SyntheticData, CSVData, NpyData], Field(discriminator="source")]
+class SyntheticTokens(_Node):
+    """A built-in sentiment-style token task (seqspec/_labels.py): rows of token ids of random
+    lengths, padded with 0 at the end; label 1 when the row holds more "positive" than "negative" tokens."""
+
+    source: Literal["synthetic_tokens"]
+    series: Positive = 2000
+    steps: Annotated[int, Field(ge=2)] = 40
+    min_steps: Positive = 4
+    vocabulary: Annotated[int, Field(ge=8)] = 100
+    split: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=3, max_length=3)] = [1400, 400, 200]
+    seed: int = 42
+
+
+Data = Annotated[Union[SyntheticData, CSVData, NpyData, SyntheticTokens], Field(discriminator="source")]
+
+# Losses and metrics of target kind label (classification).
+CLASSIFICATION_LOSSES = ("sparse_categorical_crossentropy", "binary_crossentropy")
 
 
 class Target(_Node):
-    kind: Literal["next", "horizon", "seq2seq"]
+    kind: Literal["next", "horizon", "seq2seq", "label"]
     horizon: Positive = 1
 
 
@@ -906,12 +924,24 @@ class EarlyStopping(_Node):
 class Train(_Node):
     data: Data
     target: Target
-    loss: Literal["mse", "mae"] = "mse"
-    metrics: list[Literal["last_time_step_mse", "mse", "mae"]] = []
+    loss: Literal["mse", "mae", "sparse_categorical_crossentropy", "binary_crossentropy"] = "mse"
+    metrics: list[Literal["last_time_step_mse", "mse", "mae", "accuracy"]] = []
     optimizer: Optimizer = Optimizer()
     batch_size: Positive = 32
     epochs: Positive = 20
     early_stopping: Optional[EarlyStopping] = None
+
+    @model_validator(mode="after")
+    def _classification_goes_together(self):
+        label = self.target.kind == "label"
+        if label != (self.loss in CLASSIFICATION_LOSSES):
+            want = "sparse_categorical_crossentropy or binary_crossentropy" if label else "mse or mae"
+            raise _custom_error("target_loss", f"target kind {self.target.kind} trains with loss {want}, got {self.loss}")
+        if not label and "accuracy" in self.metrics:
+            raise _custom_error("target_metric", "the metric accuracy scores a classifier (target kind label)")
+        if label and (self.data.source != "synthetic_tokens") and (self.data.source != "npy" or self.data.labels is None):
+            raise _custom_error("labels", "target kind label needs data.source npy with data.labels (an .npy of one class per series), or synthetic_tokens")
+        return self
 
 
 class Spec(_Node):

@@ -22,7 +22,11 @@ def last_time_step_mse(y_true, y_pred):
     return ops.mean(ops.square(y_true - y_pred), axis=-1)
 
 
-def make_metric(name: str, dtype: str) -> keras.metrics.Metric:
+def make_metric(name: str, dtype: str, loss: str = "mse") -> keras.metrics.Metric:
+    if name == "accuracy":  # as Keras resolves the string "accuracy" for the loss
+        if loss == "binary_crossentropy":
+            return keras.metrics.BinaryAccuracy(name="accuracy", dtype=dtype)
+        return keras.metrics.SparseCategoricalAccuracy(name="accuracy", dtype=dtype)
     if name == "mse":
         return keras.metrics.MeanSquaredError(name="mse", dtype=dtype)
     if name == "mae":
@@ -32,6 +36,10 @@ def make_metric(name: str, dtype: str) -> keras.metrics.Metric:
 
 def make_loss(name: str, dtype: str) -> keras.losses.Loss:
     """The loss in the model's dtype: Keras losses otherwise compute in floatx (float32), even for a float64 model."""
+    if name == "binary_crossentropy":
+        return keras.losses.BinaryCrossentropy(dtype=dtype)
+    if name == "sparse_categorical_crossentropy":
+        return keras.losses.SparseCategoricalCrossentropy(dtype=dtype)
     return keras.losses.MeanSquaredError(dtype=dtype) if name == "mse" else keras.losses.MeanAbsoluteError(dtype=dtype)
 
 
@@ -49,7 +57,7 @@ def compile_model(model: keras.Model, spec: s.Spec, plan: Plan) -> None:
     model.compile(
         optimizer=make_optimizer(plan.optimizer),
         loss=make_loss(plan.loss, spec.dtype),
-        metrics=[make_metric(m, spec.dtype) for m in plan.metrics],
+        metrics=[make_metric(m, spec.dtype, plan.loss) for m in plan.metrics],
         jit_compile=False,  # one predictable CPU path (tf.function graphs); XLA was not measured
     )
 
