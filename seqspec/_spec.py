@@ -939,6 +939,8 @@ class Train(_Node):
             raise _custom_error("target_loss", f"target kind {self.target.kind} trains with loss {want}, got {self.loss}")
         if not label and "accuracy" in self.metrics:
             raise _custom_error("target_metric", "the metric accuracy scores a classifier (target kind label)")
+        if label and any(m != "accuracy" for m in self.metrics):
+            raise _custom_error("target_metric", f"a classifier (target kind label) is scored by accuracy, got metrics {self.metrics}")
         if label and (self.data.source != "synthetic_tokens") and (self.data.source != "npy" or self.data.labels is None):
             raise _custom_error("labels", "target kind label needs data.source npy with data.labels (an .npy of one class per series), or synthetic_tokens")
         return self
