@@ -356,16 +356,17 @@ class Model(nn.Module):
         self.keeps_mask = [seqspec.infer(spec).masks.given[i] is not None for i in range(len(layers))]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for x in self._run(x):
-            pass
-        return self._channels_last(x, self.layouts_after[-1])
+        return self._channels_last(self._through(x), self.layouts_after[-1])
 
     def layer_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Every layer's output, channels-last."""
-        return [self._channels_last(y, layout) for y, layout in zip(self._run(x), self.layouts_after)]
+        outputs: list[torch.Tensor] = []
+        self._through(x, outputs)
+        return [self._channels_last(y, layout) for y, layout in zip(outputs, self.layouts_after)]
 
-    def _run(self, x: torch.Tensor):
-        """Each layer's output in turn, the mask [B, T] handed on as Keras hands it (seqspec/_masks.py)."""
+    def _through(self, x: torch.Tensor, outputs: Optional[list] = None) -> torch.Tensor:
+        """The layers in order (each output appended to `outputs`, if given), the mask [B, T] handed
+        on as Keras hands it (seqspec/_masks.py)."""
         mask = None
         for layer, flip, rule, keeps in zip(self.layers, self.transpose_before, self.mask_rules, self.keeps_mask):
             x = x.transpose(1, 2) if flip else x
@@ -376,7 +377,9 @@ class Model(nn.Module):
             else:
                 x = layer(x)
             mask = mask if keeps else None
-            yield x
+            if outputs is not None:
+                outputs.append(x)
+        return x
 
     @staticmethod
     def _channels_last(x: torch.Tensor, layout: str) -> torch.Tensor:
