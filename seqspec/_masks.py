@@ -71,13 +71,6 @@ class MaskFlow:
         """The mask on the model's output (Keras would weight a training loss by it)."""
         return self.given[-1] if self.given else None
 
-    def first_maker(self) -> Optional[int]:
-        """The index of the first layer that makes a mask."""
-        for i, (before, after) in enumerate(zip(self.received, self.given)):
-            if after is not None and (before is None or after.origin == i):
-                return i
-        return None
-
 
 def _makes(node) -> bool:
     # An embedding makes a mask only with mask_zero (Keras's compute_mask returns None otherwise).
