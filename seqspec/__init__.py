@@ -52,6 +52,10 @@ from ._spec import (
 from ._weights import initial_weights, layout, load_weights, save_weights
 from ._import import Imported, ImportRefused, import_model, prove_import, spec_name
 
+# Variable-length sequences and tokens (issue #14): the two layers and the mask rules.
+from ._masks import AVERAGES, MAKES, PASSES, READS, RECURRENT, REFUSES, Mask, MaskFlow, mask_flow
+from ._spec import Embedding, Masking
+
 __version__ = "0.1.0"
 
 # Names whose modules import NumPy at import, loaded on first use so that `import seqspec` (and
@@ -182,4 +186,16 @@ __all__ = [
     "WeightsError",
     "Window",
     "ZeroPadding1D",
+    # variable-length sequences and tokens
+    "AVERAGES",
+    "Embedding",
+    "MAKES",
+    "Mask",
+    "MaskFlow",
+    "mask_flow",
+    "Masking",
+    "PASSES",
+    "READS",
+    "RECURRENT",
+    "REFUSES",
 ]

@@ -9,6 +9,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from ._backend import Backend, get_backend
+from ._inputs import draw_inputs, mask_patterns
 from ._loader import LONGEST_CHECK_LENGTH, LONGEST_CHECK_LENGTH_WAVENET
 from ._shapes import ShapeError, infer
 from ._spec import Spec
@@ -17,6 +18,7 @@ from ._weights import arrays, initial_weights
 TOLERANCE = {"float32": 1e-5, "float64": 1e-9}
 LENGTHS = (1, 7, LONGEST_CHECK_LENGTH)
 BATCH_SIZES = (1, 3)
+MASKED_BATCH = 6
 
 
 DIRECTIONS = ("keras_to_torch", "torch_to_keras")
@@ -118,7 +120,7 @@ def random_weights(spec: Spec, seed: int) -> dict[str, np.ndarray]:
 
 def input_lengths(spec: Spec) -> list[Optional[int]]:
     """Sequence lengths to feed: 1 (or the shortest the model accepts), a short one and a long one."""
-    if len(spec.input.shape) == 1:
+    if len(spec.input.shape) == 1 and not spec.input.tokens:
         return [None]
     if spec.input.shape[0] is not None:
         return [spec.input.shape[0]]
@@ -131,7 +133,7 @@ def input_lengths(spec: Spec) -> list[Optional[int]]:
 
 
 def _accepts(spec: Spec, t: int) -> bool:
-    fixed = spec.model_copy(update={"input": spec.input.model_copy(update={"shape": [t, spec.input.shape[1]]})})
+    fixed = spec.model_copy(update={"input": spec.input.model_copy(update={"shape": [t] + spec.input.shape[1:]})})
     try:
         info = infer(fixed)
     except ShapeError:
@@ -222,18 +224,18 @@ def check(
                 result.fail(f"{src.name}: weight {name} does not survive set_weights/get_weights", direction)
         dst.set_weights(dst_model, spec, exported)
         for t in lengths:
-            for b in BATCH_SIZES:
+            for b, pattern in _batches(spec):
                 steps = "no time axis" if t is None else f"{t:,} steps"
-                say(f"checking {spec.name}: {direction_label(direction)}, {spec.dtype}, batch {b}, {steps} ...")
-                shape = (b,) + ((t,) if t is not None else ()) + (spec.input.shape[-1],)
-                x = rng.standard_normal(shape).astype(spec.dtype)
+                masked = f", {pattern}" if pattern else ""
+                say(f"checking {spec.name}: {direction_label(direction)}, {spec.dtype}, batch {b}, {steps}{masked} ...")
+                x = draw_inputs(spec, rng, b, t, pattern)
                 a, c = src.predict(src_model, x), dst.predict(dst_model, x)
                 d, limit = _diff(a, c), _limit(tol, a)
                 result.max_abs_diff[direction] = max(result.max_abs_diff[direction], d)
                 result.fraction_of_tolerance[direction] = max(result.fraction_of_tolerance[direction], d / limit)
                 result.cases.append((b, t))
                 if d > limit:
-                    result.fail(f"{direction}: outputs differ by {d:.3g} at batch {b}, length {t} (tolerance {limit:.3g})", direction)
+                    result.fail(f"{direction}: outputs differ by {d:.3g} at batch {b}, length {t}{masked} (tolerance {limit:.3g})", direction)
                     if result.first_divergent_layer is None:
                         result.first_divergent_layer = _first_divergent(spec, keras, km, torch, tm, x, tol)
                         if result.first_divergent_layer is not None:
@@ -257,8 +259,7 @@ def check(
 
     for t in lengths[-1:]:
         say(f"checking {spec.name}: training mode ...")
-        shape = (2,) + ((t,) if t is not None else ()) + (spec.input.shape[-1],)
-        x = rng.standard_normal(shape).astype(spec.dtype)
+        x = draw_inputs(spec, rng, 2, t, mask_patterns(spec)[-1])
         ks, ts = keras.training_output(km, x, seed).shape, torch.training_output(tm, x, seed).shape
         if ks != ts:
             result.fail(f"training mode: keras gives shape {ks}, torch {ts}")
@@ -271,13 +272,13 @@ def _check_gradients(spec, keras, km, torch, tm, rng, tol, result) -> tuple[floa
     worst = fraction = 0.0
     lengths = input_lengths(spec)
     t = lengths[min(1, len(lengths) - 1)]
-    shape = (3,) + ((t,) if t is not None else ()) + (spec.input.shape[-1],)
-    x = rng.standard_normal(shape)
+    # Masked anywhere (when the spec has a mask): a gradient through a carried state shows there.
+    x = draw_inputs(spec, rng, 3, t, mask_patterns(spec)[-1])
     y = keras.predict(km, x)
     r = rng.standard_normal(y.shape)
     ky, kx, kw = keras.gradients(km, spec, x, r)
     ty, tx, tw = torch.gradients(tm, spec, x, r)
-    pairs = [("output", ky, ty), ("d/dx", kx, tx)]
+    pairs = [("output", ky, ty)] + ([] if spec.input.tokens else [("d/dx", kx, tx)])  # token ids have no gradient
     trainable = [a.name for a in arrays(spec) if a.trainable]
     for name in trainable:
         if name not in kw or name not in tw:
@@ -291,6 +292,15 @@ def _check_gradients(spec, keras, km, torch, tm, rng, tol, result) -> tuple[floa
         if d > limit:
             result.fail(f"gradients: {label} differs by {d:.3g} (tolerance {limit:.3g})")
     return worst, fraction
+
+
+def _batches(spec: Spec) -> list[tuple[int, Optional[str]]]:
+    """(batch size, mask pattern) of each case: BATCH_SIZES unmasked; for a spec whose first layer
+    makes a mask, 6 rows (whole, one step, none, random lengths) padded at the end and masked anywhere."""
+    patterns = mask_patterns(spec)
+    if patterns == (None,):
+        return [(b, None) for b in BATCH_SIZES]
+    return [(1, None)] + [(MASKED_BATCH, p) for p in patterns]
 
 
 def _with_dtype(spec: Spec, dtype: str) -> Spec:

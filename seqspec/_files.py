@@ -216,7 +216,7 @@ def write_run(out: Path, record: RunRecord, overwrite: bool = False) -> list[Pat
         text = json.dumps(finite_json(record.metrics), indent=2, allow_nan=False) + "\n"
         put("metrics.json", lambda t: Path(t).write_text(text))
         put("learning_curves.png", record.plot_learning_curves)
-        if len(record.prepared.splits["validation"].x):
+        if len(record.prepared.splits["validation"].x) and record.prepared.targets.kind != "label":  # a classifier forecasts no series
             put("forecasts.png", record.plot_forecasts)
         _fsync_dir(tmp)
         if out.is_dir() and any(out.iterdir()):

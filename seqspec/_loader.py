@@ -185,7 +185,7 @@ def _clean_loc(loc: tuple, data: Any) -> Path_:
 
 
 _TRAIN_CLASSES = {"train": s.Train, "target": s.Target, "optimizer": s.Optimizer, "early_stopping": s.EarlyStopping}
-_DATA_CLASSES = {"synthetic": s.SyntheticData, "csv": s.CSVData, "npy": s.NpyData}
+_DATA_CLASSES = {"synthetic": s.SyntheticData, "csv": s.CSVData, "npy": s.NpyData, "synthetic_tokens": s.SyntheticTokens}
 
 
 def _class_at(path: Path_, node: Any) -> Optional[type]:
@@ -380,7 +380,7 @@ def over_value_budget(spec: s.Spec, info: ModelInfo, max_values: int) -> Optiona
     """(path, field, message) of the input or first layer whose output for one sample has more
     than `max_values` values, else None. Integer arithmetic on the shapes only: nothing is allocated."""
     longest = LONGEST_CHECK_LENGTH_WAVENET if any(layer.type == "wavenet" for layer in spec.layers) else LONGEST_CHECK_LENGTH
-    free = len(info.input_shape) == 3 and info.input_shape[1] is None
+    free = (len(info.input_shape) == 3 or spec.input.tokens) and info.input_shape[1] is None
 
     def count(shape, length: int) -> int:
         return _product(length if d is None else d for d in shape[1:])

@@ -43,8 +43,11 @@ def need_sequence(index: int, node, shape: Shape, what: str = "as input") -> Non
 
 # How each array is initialised, as Keras does by default: kernels glorot_uniform, recurrent
 # kernels orthogonal, biases zeros (the LSTM forget bias ones with unit_forget_bias),
-# normalisation gains ones and shifts zeros, batch-norm moving variance ones.
+# normalisation gains ones and shifts zeros, batch-norm moving variance ones, embeddings uniform.
 GLOROT, ORTHOGONAL, ZEROS, ONES = "glorot_uniform", "orthogonal", "zeros", "ones"
+# Keras's Embedding table: RandomUniform(-0.05, 0.05).
+UNIFORM = "uniform"
+UNIFORM_LIMIT = 0.05
 
 
 class Array:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from . import _spec as s
+from ._masks import MaskFlow, mask_flow
 from ._rules import Array, Shape, ShapeError, TimeMap, TimeOp, Window, chain_formula, chain_length, format_shape
 
 __all__ = ["LayerInfo", "ModelInfo", "ShapeError", "TimeMap", "Window", "format_shape", "infer"]
@@ -48,6 +49,7 @@ class ModelInfo:
     layers: tuple[LayerInfo, ...]
     time_map: Optional[TimeMap]
     time_ops: tuple[TimeOp, ...] = field(default=())  # every op along time from the input to the output
+    masks: Optional[MaskFlow] = None  # the mask each layer receives and gives (seqspec/_masks.py)
 
     @property
     def output_shape(self) -> Shape:
@@ -79,10 +81,12 @@ def infer(spec: s.Spec) -> ModelInfo:
     Raises ShapeError naming the first layer whose input shape it cannot take.
     """
     shape: Shape = (None, *spec.input.shape)
-    if shape[-1] is None:
+    tokens = spec.input.tokens
+    if shape[-1] is None and not tokens:
         raise ShapeError(None, "the number of features must be fixed, got null")
+    _check_tokens(spec)
     infos = []
-    tmap: Optional[TimeMap] = TimeMap() if len(shape) == 3 else None
+    tmap: Optional[TimeMap] = TimeMap() if len(shape) == 3 or tokens else None
     chain: list[TimeOp] = []
     for index, layer in enumerate(spec.layers):
         try:
@@ -104,4 +108,15 @@ def infer(spec: s.Spec) -> ModelInfo:
             tmap = tmap.then(layer_map)
             chain.extend(ops)
         shape = out
-    return ModelInfo((None, *spec.input.shape), tuple(infos), tmap, tuple(chain))
+    masks = mask_flow(spec.layers, ShapeError)
+    return ModelInfo((None, *spec.input.shape), tuple(infos), tmap, tuple(chain), masks)
+
+
+def _check_tokens(spec: s.Spec) -> None:
+    """An integer input is token ids for an embedding first; an embedding takes nothing else."""
+    first = spec.layers[0]
+    if spec.input.tokens and not isinstance(first, s.Embedding):
+        raise ShapeError(0, f"an integer input ({spec.input.dtype}) is token ids: the first layer must be an embedding, got {first.type}")
+    for index, layer in enumerate(spec.layers):
+        if isinstance(layer, s.Embedding) and not spec.input.tokens:
+            raise ShapeError(index, "embedding takes integer token ids: set input.dtype to int32 or int64, with input.shape [time_steps]")

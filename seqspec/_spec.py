@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import difflib
-from typing import Annotated, Any, Iterator, Literal, NamedTuple, Optional, Union
+from typing import Annotated, Any, ClassVar, Iterator, Literal, NamedTuple, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, PrivateAttr, model_validator, ValidationError, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from ._errors import describe, field_path
-from ._rules import GLOROT, ONES, ORTHOGONAL, ZEROS, Array, Shape, ShapeError, TimeMap, TimeOp, Upsampling, Window, format_shape, need_sequence
+from ._masks import AVERAGES, MAKES, PASSES, READS, RECURRENT, REFUSES
+from ._rules import GLOROT, ONES, ORTHOGONAL, UNIFORM, ZEROS, Array, Shape, ShapeError, TimeMap, TimeOp, Upsampling, Window, format_shape, need_sequence
 
 FORMAT_VERSION = 1
 
@@ -123,7 +124,12 @@ class _Layer(_Node):
     `arrays`, one that moves steps along time `time_ops` (or `time_map`). Shape inference,
     parameter counts (the arrays' sizes), the weight layout and the targets' alignment all come
     from these (docs/adding-a-layer.md).
+
+    `mask_rule` says what it does with a mask that reaches it, as its Keras layer does
+    (seqspec/_masks.py): by default it refuses one, with a located error.
     """
+
+    mask_rule: ClassVar[str] = REFUSES
 
     def output_shape(self, index: int, shape: Shape) -> Shape:
         """The output shape for an input of `shape`; ShapeError (naming `index`) if it cannot take it."""
@@ -284,10 +290,12 @@ Cell = Annotated[Union[CELL_CLASSES], Field(discriminator="type")]
 class _Recurrent(_Layer):
     """A layer that runs one cell over time (its `cell`, or for simple_rnn, lstm, gru its own keys)."""
 
+    mask_rule: ClassVar[str] = RECURRENT
+
     @property
     def cell_node(self):
         """The cell this layer runs: `cell` for rnn; for simple_rnn, lstm and gru the cell of the same type and keys."""
-        fields = {k: getattr(self, k) for k in type(self).model_fields if k != "return_sequences"}
+        fields = {k: getattr(self, k) for k in type(self).model_fields if k not in ("return_sequences", "go_backwards")}
         return _CELL_OF[type(self)].model_construct(**fields)
 
     def output_shape(self, index: int, shape: Shape) -> Shape:
@@ -299,23 +307,34 @@ class _Recurrent(_Layer):
         """The cell's arrays, with no extra prefix."""
         return self.cell_node.arrays(prefix, shape[-1])
 
+    @property
+    def reversed_output(self) -> bool:
+        """Whether its output steps come in reverse order (go_backwards with return_sequences, as Keras)."""
+        return self.go_backwards and self.return_sequences
+
     def time_map(self, shape: Shape, out: Shape) -> Optional[TimeMap]:
+        if self.reversed_output:
+            # Output step j is input step T-1-j: every output step has seen the last input step.
+            return TimeMap.whole(shape[1])
         return TimeMap.recurrent() if self.return_sequences else None
 
 
 class SimpleRNN(_SimpleKeys, _Recurrent):
     type: Literal["simple_rnn"]
     return_sequences: bool = False
+    go_backwards: bool = False
 
 
 class LSTM(_LSTMKeys, _Recurrent):
     type: Literal["lstm"]
     return_sequences: bool = False
+    go_backwards: bool = False
 
 
 class GRU(_GRUKeys, _Recurrent):
     type: Literal["gru"]
     return_sequences: bool = False
+    go_backwards: bool = False
 
 
 class RNN(_Recurrent):
@@ -324,6 +343,7 @@ class RNN(_Recurrent):
     type: Literal["rnn"]
     cell: Cell
     return_sequences: bool = False
+    go_backwards: bool = False
 
     @property
     def cell_node(self):
@@ -339,6 +359,20 @@ class Bidirectional(_Layer):
     type: Literal["bidirectional"]
     layer: RecurrentLayer
     merge_mode: Literal["concat", "sum", "mul", "ave"] = "concat"
+
+    mask_rule: ClassVar[str] = RECURRENT
+    reversed_output: ClassVar[bool] = False  # its outputs are in input order
+
+    @model_validator(mode="after")
+    def _forward_layer_reads_forwards(self):
+        if self.layer.go_backwards:
+            # keras.layers.Bidirectional raises "Forward layer and backward layer should have different `go_backwards` value".
+            raise _custom_error("bidirectional_go_backwards", "go_backwards cannot be set on the layer a bidirectional wraps: its backward pass reads backwards already (Keras refuses it)")
+        return self
+
+    @property
+    def return_sequences(self) -> bool:
+        return self.layer.return_sequences
 
     def output_shape(self, index: int, shape: Shape) -> Shape:
         inner = self.layer.output_shape(index, shape)
@@ -359,6 +393,7 @@ class Bidirectional(_Layer):
 
 class Dense(_Layer):
     type: Literal["dense"]
+    mask_rule: ClassVar[str] = PASSES
     units: Units
     activation: Activation = "linear"
     use_bias: bool = True
@@ -374,7 +409,9 @@ class Dense(_Layer):
 
 
 class _SameShape(_Layer):
-    """A layer whose output has its input's shape."""
+    """A layer whose output has its input's shape (a per-step one: it passes a mask on)."""
+
+    mask_rule: ClassVar[str] = PASSES
 
     def output_shape(self, index: int, shape: Shape) -> Shape:
         return shape
@@ -395,6 +432,7 @@ StepLayer = Annotated[Union[Dense, ActivationLayer, Dropout], Field(discriminato
 
 class TimeDistributed(_Layer):
     type: Literal["time_distributed"]
+    mask_rule: ClassVar[str] = PASSES
     layer: StepLayer
 
     def output_shape(self, index: int, shape: Shape) -> Shape:
@@ -429,6 +467,7 @@ class RepeatVector(_Layer):
 
 class BatchNorm(_SameShape):
     type: Literal["batch_norm"]
+    mask_rule: ClassVar[str] = READS  # its training moments skip masked steps, as Keras's
     momentum: float = Field(0.99, ge=0.0, le=1.0)
     epsilon: float = Field(0.001, gt=0.0)
 
@@ -549,6 +588,7 @@ class GlobalMaxPool1D(_GlobalPool):
 
 class GlobalAvgPool1D(_GlobalPool):
     type: Literal["global_avg_pool1d"]
+    mask_rule: ClassVar[str] = AVERAGES
 
 
 # At most this many convolutions in one wavenet block, checked before the rates are expanded.
@@ -701,6 +741,50 @@ class UpSampling1D(_Layer):
         return (Upsampling(self.size),)
 
 
+# --- variable-length sequences and tokens ---------------------------------------------------------
+
+
+class Masking(_SameShape):
+    """A step whose features all equal `mask_value` is masked (and its features set to 0), as keras.layers.Masking."""
+
+    type: Literal["masking"]
+    mask_value: float = 0.0
+    mask_rule: ClassVar[str] = MAKES
+
+
+class Embedding(_Layer):
+    """Token ids [batch, time] to vectors [batch, time, output_dim], as keras.layers.Embedding;
+    with `mask_zero`, id 0 is padding and makes the mask."""
+
+    type: Literal["embedding"]
+    input_dim: Positive
+    output_dim: Positive
+    mask_zero: bool = False
+    mask_rule: ClassVar[str] = MAKES
+
+    @model_validator(mode="after")
+    def _room_for_tokens(self):
+        if self.mask_zero and self.input_dim < 2:
+            raise _custom_error("mask_zero_input_dim", f"with mask_zero, id 0 is padding: input_dim must be at least 2 (padding and one token), got {self.input_dim}")
+        return self
+
+    def output_shape(self, index: int, shape: Shape) -> Shape:
+        if len(shape) != 2 or index != 0:
+            raise ShapeError(
+                index,
+                f"embedding takes token ids [batch, time]: it must be the first layer, on an integer input "
+                f"(input: {{shape: [null], dtype: int32}}), got {format_shape(shape)}",
+            )
+        return (None, shape[1], self.output_dim)
+
+    def arrays(self, prefix: str, shape: Shape) -> Iterator[Array]:
+        """embeddings [input_dim, output_dim], drawn as Keras's RandomUniform(-0.05, 0.05)."""
+        yield Array(prefix + "embeddings", (self.input_dim, self.output_dim), UNIFORM)
+
+    def time_map(self, shape: Shape, out: Shape) -> Optional[TimeMap]:
+        return TimeMap()
+
+
 LAYER_CLASSES: tuple[type[_Node], ...] = (
     SimpleRNN,
     LSTM,
@@ -724,6 +808,8 @@ LAYER_CLASSES: tuple[type[_Node], ...] = (
     ZeroPadding1D,
     Cropping1D,
     UpSampling1D,
+    Masking,
+    Embedding,
 )
 # One discriminated union over the tuple, so adding a layer type is one line here.
 Layer = Annotated[Union[LAYER_CLASSES], Field(discriminator="type")]
@@ -733,9 +819,24 @@ Layer = Annotated[Union[LAYER_CLASSES], Field(discriminator="type")]
 
 
 class Input(_Node):
-    """`shape: [time_steps, features]` (time_steps null = any length), or `[features]` for a vector input."""
+    """`shape: [time_steps, features]` (time_steps null = any length), or `[features]` for a vector input;
+    with `dtype` int32 or int64, `[time_steps]` of token ids."""
 
     shape: Annotated[list[Optional[Positive]], Field(min_length=1, max_length=2)]
+    dtype: Optional[Literal["int32", "int64"]] = None  # None: the spec's float dtype
+
+    @model_validator(mode="after")
+    def _tokens_are_one_axis(self):
+        if self.dtype is not None and len(self.shape) != 1:
+            raise _custom_error(
+                "token_shape", f"an integer input is token ids shaped [time_steps] (e.g. shape: [null]), got a shape of {len(self.shape)} axes"
+            )
+        return self
+
+    @property
+    def tokens(self) -> bool:
+        """Whether the input is integer token ids [batch, time]."""
+        return self.dtype is not None
 
 
 class SyntheticData(_Node):
@@ -780,13 +881,31 @@ class NpyData(_Node):
     steps: Optional[Positive] = None
     split: Annotated[list[Fraction], Field(min_length=3, max_length=3)] = [0.7, 0.2, 0.1]
     scale: Literal["none", "standard", "minmax"] = "standard"
+    # For target kind label: an .npy of one class per series (integer ids, or 0/1 floats).
+    labels: Optional[str] = None
 
 
-Data = Annotated[Union[SyntheticData, CSVData, NpyData], Field(discriminator="source")]
+class SyntheticTokens(_Node):
+    """A built-in sentiment-style token task (seqspec/_labels.py): rows of token ids of random
+    lengths, padded with 0 at the end; label 1 when the row holds more "positive" than "negative" tokens."""
+
+    source: Literal["synthetic_tokens"]
+    series: Positive = 2000
+    steps: Annotated[int, Field(ge=2)] = 40
+    min_steps: Positive = 4
+    vocabulary: Annotated[int, Field(ge=8)] = 100
+    split: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=3, max_length=3)] = [1400, 400, 200]
+    seed: int = 42
+
+
+Data = Annotated[Union[SyntheticData, CSVData, NpyData, SyntheticTokens], Field(discriminator="source")]
+
+# Losses and metrics of target kind label (classification).
+CLASSIFICATION_LOSSES = ("sparse_categorical_crossentropy", "binary_crossentropy")
 
 
 class Target(_Node):
-    kind: Literal["next", "horizon", "seq2seq"]
+    kind: Literal["next", "horizon", "seq2seq", "label"]
     horizon: Positive = 1
 
 
@@ -805,12 +924,26 @@ class EarlyStopping(_Node):
 class Train(_Node):
     data: Data
     target: Target
-    loss: Literal["mse", "mae"] = "mse"
-    metrics: list[Literal["last_time_step_mse", "mse", "mae"]] = []
+    loss: Literal["mse", "mae", "sparse_categorical_crossentropy", "binary_crossentropy"] = "mse"
+    metrics: list[Literal["last_time_step_mse", "mse", "mae", "accuracy"]] = []
     optimizer: Optimizer = Optimizer()
     batch_size: Positive = 32
     epochs: Positive = 20
     early_stopping: Optional[EarlyStopping] = None
+
+    @model_validator(mode="after")
+    def _classification_goes_together(self):
+        label = self.target.kind == "label"
+        if label != (self.loss in CLASSIFICATION_LOSSES):
+            want = "sparse_categorical_crossentropy or binary_crossentropy" if label else "mse or mae"
+            raise _custom_error("target_loss", f"target kind {self.target.kind} trains with loss {want}, got {self.loss}")
+        if not label and "accuracy" in self.metrics:
+            raise _custom_error("target_metric", "the metric accuracy scores a classifier (target kind label)")
+        if label and any(m != "accuracy" for m in self.metrics):
+            raise _custom_error("target_metric", f"a classifier (target kind label) is scored by accuracy, got metrics {self.metrics}")
+        if label and (self.data.source != "synthetic_tokens") and (self.data.source != "npy" or self.data.labels is None):
+            raise _custom_error("labels", "target kind label needs data.source npy with data.labels (an .npy of one class per series), or synthetic_tokens")
+        return self
 
 
 class Spec(_Node):

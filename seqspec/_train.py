@@ -239,6 +239,13 @@ def prepare(spec: s.Spec, seed: Optional[int] = None) -> Prepared:
     The model starts from the canonical weights of the run's seed (--seed, else the spec's
     seed, else 0), so that every backend starts from the same point.
     """
+    from ._labels import refuse_output_mask
+
+    refuse_output_mask(spec)
+    if spec.train is not None and spec.train.target.kind == "label":  # a classifier (seqspec/_labels.py)
+        from ._labels import prepare_labels
+
+        return prepare_labels(spec, seed)
     windows = _data.load_windows(spec)
     features = windows.train.shape[2]
     targets = _data.plan_targets(spec, windows.steps, features)
@@ -257,6 +264,10 @@ def evaluate(backend, model, prepared: Prepared, plan: Plan, units: str = "data"
     """
     if units not in ("data", "scaled"):
         raise ValueError(f"units must be 'data' or 'scaled', got {units!r}")
+    if prepared.targets.kind == "label":  # a classifier: probabilities, in no units
+        from ._labels import evaluate_labels
+
+        return evaluate_labels(backend, model, prepared, plan, predict)
     names = (plan.loss, *plan.metrics)
     scaler = prepared.scaler
     model_scores, naive_scores = {}, {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Optional
 
 from . import _spec as s
-from ._rules import GLOROT, ONES, ZEROS, Array
+from ._rules import GLOROT, ONES, UNIFORM, UNIFORM_LIMIT, ZEROS, Array
 from ._shapes import infer
 
 if TYPE_CHECKING:
@@ -74,6 +74,8 @@ def initial_weights(spec: s.Spec, seed: Optional[int] = None, dtype: Optional[st
     for a in arrays(spec):
         if a.init in (ZEROS, ONES):
             value = (np.zeros if a.init == ZEROS else np.ones)(a.shape)
+        elif a.init == UNIFORM:
+            value = rng.uniform(-UNIFORM_LIMIT, UNIFORM_LIMIT, a.shape)
         else:
             draw = _glorot if a.init == GLOROT else _orthogonal
             if a.group is None:

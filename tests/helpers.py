@@ -11,8 +11,10 @@ import seqspec
 
 
 def spec_of(layers: list[dict], shape: list, *, seed: Optional[int] = 0, dtype: str = "float32", name: str = "t") -> seqspec.Spec:
-    """A spec of `layers` on inputs of `shape` ([time, features] or [features]), loaded as a user's would be."""
-    doc: dict[str, Any] = {"seqspec": 1, "name": name, "dtype": dtype, "input": {"shape": shape}, "layers": layers}
+    """A spec of `layers` on inputs of `shape` ([time, features] or [features], or a whole `input:`
+    mapping such as {"shape": [None], "dtype": "int32"}), loaded as a user's would be."""
+    given = shape if isinstance(shape, dict) else {"shape": shape}
+    doc: dict[str, Any] = {"seqspec": 1, "name": name, "dtype": dtype, "input": given, "layers": layers}
     if seed is not None:
         doc["seed"] = seed
     return seqspec.load(json.dumps(doc))
@@ -31,9 +33,13 @@ def check_node(backend_name: str, layers: list[dict], shape: list, *, time: int 
     info = seqspec.infer(spec)
     model = backend.build(spec)
     x_shape = (batch, *[(time if d is None else d) for d in spec.input.shape])
-    x = np.random.default_rng(1).standard_normal(x_shape).astype(dtype)
+    if spec.input.tokens:
+        x = np.random.default_rng(1).integers(0, spec.layers[0].input_dim, x_shape).astype(spec.input.dtype)
+    else:
+        x = np.random.default_rng(1).standard_normal(x_shape).astype(dtype)
     y = backend.predict(model, x)
-    out_len = info.output_length(time if spec.input.shape[0] is None else spec.input.shape[0]) if len(x_shape) == 3 else None
+    sequence = len(x_shape) == 3 or spec.input.tokens
+    out_len = info.output_length(time if spec.input.shape[0] is None else spec.input.shape[0]) if sequence else None
     expected = tuple(batch if i == 0 else (out_len if d is None else d) for i, d in enumerate(info.output_shape))
     assert y.shape == expected, f"{backend_name}: output shape {y.shape}, core says {expected}"
     assert y.dtype == np.dtype(dtype)

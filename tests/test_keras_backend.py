@@ -109,6 +109,8 @@ NODES = {
     "zero_padding1d": ([{"type": "zero_padding1d", "padding": [2, 1]}], SEQ),
     "cropping1d": ([{"type": "cropping1d", "cropping": [1, 2]}], [9, 3]),
     "upsampling1d": ([{"type": "upsampling1d", "size": 3}], SEQ),
+    "masking": ([{"type": "masking", "mask_value": 0.5}, {"type": "gru", "units": 3, "go_backwards": True}], SEQ),
+    "embedding": ([{"type": "embedding", "input_dim": 11, "output_dim": 4, "mask_zero": True}, {"type": "lstm", "units": 3}], {"shape": [None], "dtype": "int32"}),
 }
 
 

@@ -80,6 +80,8 @@ NODE_CASES = [
     ([{"type": "conv1d", "filters": 6, "kernel_size": 3, "groups": 3, "strides": 2, "padding": "same"}], [None, 3]),
     ([{"type": "zero_padding1d", "padding": 2}, {"type": "conv1d", "filters": 2, "kernel_size": 3}, {"type": "cropping1d"}], [None, 3]),
     ([{"type": "cropping1d", "cropping": [2, 0]}, {"type": "upsampling1d"}], [None, 3]),
+    ([{"type": "masking", "mask_value": 0.5}, {"type": "gru", "units": 3, "go_backwards": True}], [None, 3]),
+    ([{"type": "embedding", "input_dim": 11, "output_dim": 4, "mask_zero": True}, {"type": "lstm", "units": 3}], {"shape": [None], "dtype": "int32"}),
 ]
 
 

@@ -30,6 +30,11 @@ def _input_dtype(model: keras.Model) -> str:
     return keras.backend.standardize_dtype(model.inputs[0].dtype)
 
 
+def _output_dtype(model: keras.Model) -> str:
+    """The model's float dtype (its input's, unless the input is token ids)."""
+    return keras.backend.standardize_dtype(model.outputs[0].dtype)
+
+
 def _numpy(value, dtype: str) -> np.ndarray:
     """A TensorFlow tensor or Keras variable as NumPy in `dtype`.
 
@@ -96,7 +101,7 @@ class KerasBackend(seqspec.Backend):
         through one tf.function per model that accepts any batch size and length (an eager
         Keras RNN runs its time loop in Python, about 5 ms a step)."""
         dtype = _input_dtype(model)
-        return _numpy(_compiled(model, False)(tf.convert_to_tensor(np.asarray(x, dtype=dtype))), dtype)
+        return _numpy(_compiled(model, False)(tf.convert_to_tensor(np.asarray(x, dtype=dtype))), _output_dtype(model))
 
     def layer_outputs(self, model: keras.Model, x: np.ndarray) -> list[np.ndarray]:
         """Every spec layer's output for x, in inference mode, in order."""
@@ -105,27 +110,29 @@ class KerasBackend(seqspec.Backend):
         # A dict of outputs, because Keras unwraps a list of one output into the bare tensor.
         probe = keras.Model(model.inputs[0], {layer.name: layer.output for layer in layers})
         outputs = probe(np.asarray(x, dtype=dtype), training=False)
-        return [_numpy(outputs[layer.name], dtype) for layer in layers]
+        return [_numpy(outputs[layer.name], _output_dtype(model)) for layer in layers]
 
     def gradients(
         self, model: keras.Model, spec: Spec, x: np.ndarray, r: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """For loss = sum(output * r) in inference mode: (output, dloss/dx, {canonical name: dloss/dw})
-        over the trainable canonical arrays, mapped by the same Bindings as the weights."""
-        x_t = tf.convert_to_tensor(np.asarray(x, dtype=spec.dtype))
+        over the trainable canonical arrays, mapped by the same Bindings as the weights; for token
+        ids, which have no gradient, dloss/dx is None."""
+        tokens = spec.input.tokens
+        x_t = tf.convert_to_tensor(np.asarray(x, dtype=spec.input.dtype or spec.dtype))
         bindings = [b for b in model_bindings(model, spec) if b.variable.trainable]
         with tf.GradientTape() as tape:
-            tape.watch(x_t)
+            if not tokens:
+                tape.watch(x_t)
             y = model(x_t, training=False)
             loss = tf.reduce_sum(y * tf.convert_to_tensor(np.asarray(r, dtype=spec.dtype)))
-        grads = tape.gradient(
-            loss, [x_t] + [b.variable.value for b in bindings], unconnected_gradients=tf.UnconnectedGradients.ZERO
-        )
+        sources = ([] if tokens else [x_t]) + [b.variable.value for b in bindings]
+        grads = tape.gradient(loss, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         found: dict[str, np.ndarray] = {}
-        for binding, grad in zip(bindings, grads[1:]):
-            found.update(binding.split(_numpy(grad, spec.dtype)))
+        for binding, grad in zip(bindings, grads[0 if tokens else 1 :]):
+            found.update(binding.split(_numpy(tf.convert_to_tensor(grad), spec.dtype)))
         dw = {name: np.ascontiguousarray(found[name]) for name in _weights.trainable_names(spec)}
-        return _numpy(y, spec.dtype), _numpy(grads[0], spec.dtype), dw
+        return _numpy(y, spec.dtype), None if tokens else _numpy(grads[0], spec.dtype), dw
 
     def training_output(self, model: keras.Model, x: np.ndarray, seed: int) -> np.ndarray:
         """One forward pass in training mode, dropout masks drawn from `seed`.
@@ -142,7 +149,7 @@ class KerasBackend(seqspec.Backend):
             v.assign(np.array([rng.integers(0, 2**31 - 1), 0], dtype=keras.backend.standardize_dtype(v.dtype)))
         try:
             dtype = _input_dtype(model)
-            return _numpy(_compiled(model, True)(tf.convert_to_tensor(np.asarray(x, dtype=dtype))), dtype)
+            return _numpy(_compiled(model, True)(tf.convert_to_tensor(np.asarray(x, dtype=dtype))), _output_dtype(model))
         finally:
             for v, value in state:
                 v.assign(value)

@@ -72,7 +72,9 @@ def peephole_lstm_cell(node, site: Site):
 
 
 def simple_rnn(node: s.SimpleRNN, site: Site):
-    return keras.layers.SimpleRNN(**_cell_keys(node, site), return_sequences=node.return_sequences, name=site.name)
+    return keras.layers.SimpleRNN(
+        **_cell_keys(node, site), return_sequences=node.return_sequences, go_backwards=node.go_backwards, name=site.name
+    )
 
 
 def lstm(node: s.LSTM, site: Site):
@@ -81,6 +83,7 @@ def lstm(node: s.LSTM, site: Site):
         **_gate_keys(node),
         unit_forget_bias=node.unit_forget_bias,
         return_sequences=node.return_sequences,
+        go_backwards=node.go_backwards,
         name=site.name,
     )
 
@@ -91,13 +94,14 @@ def gru(node: s.GRU, site: Site):
         **_gate_keys(node),
         reset_after=node.reset_after,
         return_sequences=node.return_sequences,
+        go_backwards=node.go_backwards,
         name=site.name,
     )
 
 
 def rnn(node: s.RNN, site: Site):
     cell = build(node.cell, site.nested("cell"))
-    return keras.layers.RNN(cell, return_sequences=node.return_sequences, dtype=site.dtype, name=site.name)
+    return keras.layers.RNN(cell, return_sequences=node.return_sequences, go_backwards=node.go_backwards, dtype=site.dtype, name=site.name)
 
 
 def bidirectional(node: s.Bidirectional, site: Site):
@@ -221,6 +225,17 @@ def upsampling1d(node: s.UpSampling1D, site: Site):
     return keras.layers.UpSampling1D(node.size, dtype=site.dtype, name=site.name)
 
 
+# --- variable-length sequences and tokens ------------------------------------------------------------
+
+
+def masking(node: s.Masking, site: Site):
+    return keras.layers.Masking(node.mask_value, dtype=site.dtype, name=site.name)
+
+
+def embedding(node: s.Embedding, site: Site):
+    return keras.layers.Embedding(node.input_dim, node.output_dim, mask_zero=node.mask_zero, dtype=site.dtype, name=site.name)
+
+
 BUILDERS: s.Table = s.Table(
     BACKEND_NAME,
     "builder",
@@ -254,6 +269,8 @@ BUILDERS: s.Table = s.Table(
         s.ZeroPadding1D: zero_padding1d,
         s.Cropping1D: cropping1d,
         s.UpSampling1D: upsampling1d,
+        s.Masking: masking,
+        s.Embedding: embedding,
     },
 )
 
@@ -265,7 +282,7 @@ def layer_name(index: int) -> str:
 
 def build_model(spec: s.Spec) -> keras.Model:
     """The functional keras.Model of `spec`: keras.Input then one Keras layer per spec layer, named `layers.{i}`."""
-    x = inputs = keras.Input(shape=tuple(spec.input.shape), dtype=spec.dtype, name="input")
+    x = inputs = keras.Input(shape=tuple(spec.input.shape), dtype=spec.input.dtype or spec.dtype, name="input")
     info = s.infer(spec)
     for i, (node, li) in enumerate(zip(spec.layers, info.layers)):
         x = build(node, Site(BACKEND_NAME, spec, ("layers", i), li.input_shape, name=layer_name(i)))(x)

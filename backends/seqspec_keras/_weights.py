@@ -186,6 +186,11 @@ def wavenet_map(node: s.WaveNet, layer, prefix: str) -> list[Binding]:
     return out
 
 
+def embedding_map(node: s.Embedding, layer, prefix: str) -> list[Binding]:
+    """Embedding: embeddings [input_dim, output_dim] <-> the same name and shape."""
+    return [_one(layer.embeddings, prefix + "embeddings")]
+
+
 WEIGHT_MAPS: s.Table = s.Table(
     BACKEND_NAME,
     "weight mapping",
@@ -208,6 +213,7 @@ WEIGHT_MAPS: s.Table = s.Table(
         s.LayerNorm: layer_norm_map,
         s.Conv1D: conv1d_map,
         s.WaveNet: wavenet_map,
+        s.Embedding: embedding_map,
     },
 )
 

@@ -20,6 +20,8 @@ from ._builders import BACKEND_NAME, BUILDERS, build_model
 SAVE_FORMAT = "seqspec-torch/1"
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+# Token ids go in as int64 whatever the spec's integer dtype: torch's embedding takes int32 or int64 alike.
+_TOKENS = torch.int64
 
 
 @contextlib.contextmanager
@@ -74,20 +76,27 @@ class TorchBackend(seqspec.Backend):
         buffers = sum(t.numel() for t in model.state_dict(keep_vars=True).values() if id(t) not in params)
         return trainable, frozen + buffers
 
-    def _tensor(self, model: ly.Model, x: np.ndarray) -> torch.Tensor:
+    def _tensor(self, model: ly.Model, x: np.ndarray, tokens: bool = False) -> torch.Tensor:
+        """x as the model's input (token ids as integers, with `tokens`), or as its float dtype."""
         # Any array NumPy can make contiguous: torch refuses negative strides (x[:, ::-1]).
-        return torch.as_tensor(np.ascontiguousarray(x), dtype=_DTYPES[model.spec.dtype])
+        return torch.as_tensor(np.ascontiguousarray(x), dtype=_TOKENS if tokens else _DTYPES[model.spec.dtype])
+
+    def _input(self, model: ly.Model, x: np.ndarray) -> torch.Tensor:
+        return self._tensor(model, x, tokens=model.spec.input.tokens)
 
     def predict(self, model: ly.Model, x: np.ndarray) -> np.ndarray:
         with _mode(model, False), torch.inference_mode():
-            return model(self._tensor(model, x)).numpy().copy()
+            return model(self._input(model, x)).numpy().copy()
 
     def layer_outputs(self, model: ly.Model, x: np.ndarray) -> list[np.ndarray]:
         with _mode(model, False), torch.inference_mode():
-            return [y.numpy().copy() for y in model.layer_outputs(self._tensor(model, x))]
+            return [y.numpy().copy() for y in model.layer_outputs(self._input(model, x))]
 
     def gradients(self, model: ly.Model, spec: Spec, x: np.ndarray, r: np.ndarray):
-        xt = self._tensor(model, x).requires_grad_(True)
+        """As seqspec.Backend.gradients; for token ids, which have no gradient, dloss/dx is None."""
+        xt = self._input(model, x)
+        if not spec.input.tokens:
+            xt.requires_grad_(True)
         model.zero_grad(set_to_none=True)
         # cuDNN refuses backward through its RNN kernel in eval mode; the native kernel does not.
         with _mode(model, False), torch.backends.cudnn.flags(enabled=False):
@@ -99,7 +108,8 @@ class TorchBackend(seqspec.Backend):
                 g = b.grad()
                 grads[b.name] = np.zeros(b.get().shape, dtype=spec.dtype) if g is None else g.numpy().copy()
         model.zero_grad(set_to_none=True)
-        return y.detach().numpy().copy(), xt.grad.numpy().copy(), grads
+        dx = None if spec.input.tokens else xt.grad.numpy().copy()
+        return y.detach().numpy().copy(), dx, grads
 
     def training_output(self, model: ly.Model, x: np.ndarray, seed: int) -> np.ndarray:
         # A look at training mode, not a training step: the batch-norm moving statistics it
@@ -107,7 +117,7 @@ class TorchBackend(seqspec.Backend):
         buffers = [(b, b.clone()) for b in model.buffers()]
         with _mode(model, True), torch.random.fork_rng(devices=[]), torch.no_grad():
             torch.manual_seed(seed)
-            y = model(self._tensor(model, x)).numpy().copy()
+            y = model(self._input(model, x)).numpy().copy()
             for b, saved in buffers:
                 b.copy_(saved)
         return y

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 from torch import nn
 
@@ -49,15 +50,20 @@ def peephole_lstm_cell(node: s.PeepholeLSTMCell, site: Site) -> nn.Module:
     return c.PeepholeLSTMCell(node, site.n_in)
 
 
-def recurrent(node, site: Site, reverse: bool = False) -> c.Recurrent:
-    """simple_rnn, lstm, gru and rnn: the layer's cell (seqspec's `cell_node`) run over time."""
+def recurrent(node, site: Site, backwards: Optional[bool] = None, zero_output_for_mask: bool = False) -> c.Recurrent:
+    """simple_rnn, lstm, gru and rnn: the layer's cell (seqspec's `cell_node`) run over time,
+    reading backwards with go_backwards (or as `backwards` says, for Bidirectional's passes)."""
     cell_site = site.nested("cell") if isinstance(node, s.RNN) else site
-    return c.Recurrent(build(node.cell_node, cell_site), node.return_sequences, reverse=reverse)
+    go_backwards = node.go_backwards if backwards is None else backwards
+    return c.Recurrent(build(node.cell_node, cell_site), node.return_sequences, go_backwards, zero_output_for_mask)
 
 
 def bidirectional(node: s.Bidirectional, site: Site) -> c.Bidirectional:
-    inner = site.nested("layer")
-    return c.Bidirectional(recurrent(node.layer, inner), recurrent(node.layer, inner, reverse=True), node.merge_mode)
+    # As Keras: a masked step outputs zeros when the passes return sequences (zero_output_for_mask).
+    inner, layer = site.nested("layer"), node.layer
+    forward = recurrent(layer, inner, False, layer.return_sequences)
+    backward = recurrent(layer, inner, True, layer.return_sequences)
+    return c.Bidirectional(forward, backward, node.merge_mode)
 
 
 # --- feed-forward layers ---------------------------------------------------------------------
@@ -145,6 +151,17 @@ def upsampling1d(node: s.UpSampling1D, site: Site) -> ly.UpSampling1d:
     return ly.UpSampling1d(node.size, site.layout)
 
 
+# --- variable-length sequences and tokens ------------------------------------------------------------
+
+
+def masking(node: s.Masking, site: Site) -> ly.Masking:
+    return ly.Masking(node)
+
+
+def embedding(node: s.Embedding, site: Site) -> ly.Embedding:
+    return ly.Embedding(node)
+
+
 BUILDERS: s.Table = s.Table(
     BACKEND_NAME,
     "builder",
@@ -178,6 +195,8 @@ BUILDERS: s.Table = s.Table(
         s.ZeroPadding1D: zero_padding1d,
         s.Cropping1D: cropping1d,
         s.UpSampling1D: upsampling1d,
+        s.Masking: masking,
+        s.Embedding: embedding,
     },
 )
 

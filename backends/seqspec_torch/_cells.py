@@ -74,6 +74,16 @@ def _recur(h: torch.Tensor, weight_hh: torch.Tensor, masks: Optional[torch.Tenso
     return per_gate.transpose(0, 1).reshape(h.shape[0], -1)
 
 
+def _steps(step_mask: Optional[torch.Tensor], steps: int) -> list:
+    """A mask [B, T] (True: a real step) as T masks [B, 1]; None as T Nones."""
+    return [None] * steps if step_mask is None else list(step_mask.unsqueeze(-1).unbind(1))
+
+
+def _carry(m: Optional[torch.Tensor], new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """The state after a step: the new one, or at a masked step (m False) the old one, as Keras."""
+    return new if m is None else torch.where(m, new, old)
+
+
 def _uniform_(module: nn.Module, units: int) -> None:
     """torch.nn's RNN initialisation, U(-1/sqrt(units), 1/sqrt(units)), for the cells of our own."""
     bound = 1.0 / math.sqrt(units)
@@ -133,14 +143,15 @@ class SimpleRNNCell(nn.Module):
         """(weight_ih, weight_hh, bias_ih, bias_hh) in torch's layout; absent ones are None."""
         return _torch_tensors(self.rnn)
 
-    def loop(self, x: torch.Tensor, in_masks, rec_masks) -> torch.Tensor:
-        """[B, T, F] -> [B, T, units], with Keras's per-sequence dropout masks."""
+    def loop(self, x: torch.Tensor, in_masks, rec_masks, step_mask=None) -> torch.Tensor:
+        """[B, T, F] -> [B, T, units], with Keras's per-sequence dropout masks; at a step that
+        step_mask [B, T] masks, the state is carried over."""
         weight_ih, weight_hh, bias, _ = self.tensors()
         xp = _project(x, weight_ih, bias, in_masks)
         h = x.new_zeros(x.shape[0], self.units)
         outputs = []
-        for xp_t in xp.unbind(1):
-            h = self.activation(xp_t + _recur(h, weight_hh, rec_masks))
+        for xp_t, m in zip(xp.unbind(1), _steps(step_mask, x.shape[1])):
+            h = _carry(m, self.activation(xp_t + _recur(h, weight_hh, rec_masks)), h)
             outputs.append(h)
         return torch.stack(outputs, dim=1)
 
@@ -172,8 +183,8 @@ class LNSimpleRNNCell(nn.Module):
         """(weight_ih, weight_hh, bias_ih, bias_hh) in torch's layout; absent ones are None."""
         return self.weight_ih, self.weight_hh, self.bias, None
 
-    def loop(self, x: torch.Tensor, in_masks, rec_masks) -> torch.Tensor:
-        """[B, T, F] -> [B, T, units].
+    def loop(self, x: torch.Tensor, in_masks, rec_masks, step_mask=None) -> torch.Tensor:
+        """[B, T, F] -> [B, T, units]; at a step that step_mask [B, T] masks, the state is carried over.
 
         The recurrence runs in float64 whatever the model's dtype (LN_RECURRENCE_DTYPE): layer
         normalisation divides by the spread of the pre-activations, which amplifies float32
@@ -195,43 +206,45 @@ class LNSimpleRNNCell(nn.Module):
 
         xp = _project(x.to(wide), self.weight_ih.to(wide), cast(self.bias), cast(in_masks))
         weight_hh, gamma, beta, rec_masks = self.weight_hh.to(wide), self.gamma.to(wide), self.beta.to(wide), cast(rec_masks)
+        steps = _steps(step_mask, x.shape[1])
         if not torch.is_grad_enabled():
             h = xp.new_zeros(x.shape[0], self.units)
             outputs = []
-            for xp_t in xp.unbind(1):
-                h = self.activation(F.layer_norm(xp_t + _recur(h, weight_hh, rec_masks), (self.units,), gamma, beta, self.epsilon))
+            for xp_t, m in zip(xp.unbind(1), steps):
+                h = _carry(m, self.activation(F.layer_norm(xp_t + _recur(h, weight_hh, rec_masks), (self.units,), gamma, beta, self.epsilon)), h)
                 outputs.append(h)
             return torch.stack(outputs, dim=1).to(dtype)
         hi = lo = x.new_zeros(x.shape[0], self.units)
         outputs = []
-        for xp_t in xp.unbind(1):
+        for xp_t, m in zip(xp.unbind(1), steps):
             h = hi.to(wide) + lo.to(wide)
             z = xp_t + _recur(h, weight_hh, rec_masks)
             h = self.activation(F.layer_norm(z, (self.units,), gamma, beta, self.epsilon))
-            hi = h.to(dtype)
-            lo = (h - hi.to(wide)).to(dtype)
+            new_hi = h.to(dtype)
+            hi, lo = _carry(m, new_hi, hi), _carry(m, (h - new_hi.to(wide)).to(dtype), lo)
             outputs.append(hi)
         return torch.stack(outputs, dim=1)
 
 
-def _lstm_loop(cell, x, weight_ih, weight_hh, bias, in_masks, rec_masks, peepholes=None) -> torch.Tensor:
+def _lstm_loop(cell, x, weight_ih, weight_hh, bias, in_masks, rec_masks, peepholes=None, step_mask=None) -> torch.Tensor:
     """The LSTM recurrence over [B, T, F] -> [B, T, units], gates in TORCH_LSTM_GATES order.
 
     peepholes: None or (p_i, p_f, p_o), each (units,): i and f see c(t-1), o sees c(t).
+    step_mask None or [B, T]: at a masked step h and c are carried over.
     """
     act, ract = cell.activation, cell.recurrent_activation
     xp = _project(x, weight_ih, bias, in_masks)
     h = x.new_zeros(x.shape[0], cell.units)
     c = torch.zeros_like(h)
     outputs = []
-    for xp_t in xp.unbind(1):
+    for xp_t, m in zip(xp.unbind(1), _steps(step_mask, x.shape[1])):
         zi, zf, zg, zo = (xp_t + _recur(h, weight_hh, rec_masks)).chunk(4, dim=1)
         if peepholes is not None:
             zi, zf = zi + peepholes[0] * c, zf + peepholes[1] * c
-        c = ract(zf) * c + ract(zi) * act(zg)
+        c_new = ract(zf) * c + ract(zi) * act(zg)
         if peepholes is not None:
-            zo = zo + peepholes[2] * c
-        h = ract(zo) * act(c)
+            zo = zo + peepholes[2] * c_new
+        h, c = _carry(m, ract(zo) * act(c_new), h), _carry(m, c_new, c)
         outputs.append(h)
     return torch.stack(outputs, dim=1)
 
@@ -265,10 +278,10 @@ class LSTMCell(nn.Module):
         """(weight_ih, weight_hh, bias_ih, bias_hh) in torch's layout; absent ones are None."""
         return _torch_tensors(self.lstm)
 
-    def loop(self, x: torch.Tensor, in_masks, rec_masks) -> torch.Tensor:
+    def loop(self, x: torch.Tensor, in_masks, rec_masks, step_mask=None) -> torch.Tensor:
         """[B, T, F] -> [B, T, units]."""
         weight_ih, weight_hh, bias, _ = self.tensors()  # bias_hh is the zero buffer
-        return _lstm_loop(self, x, weight_ih, weight_hh, bias, in_masks, rec_masks)
+        return _lstm_loop(self, x, weight_ih, weight_hh, bias, in_masks, rec_masks, step_mask=step_mask)
 
 
 class PeepholeLSTMCell(nn.Module):
@@ -301,10 +314,10 @@ class PeepholeLSTMCell(nn.Module):
         """(weight_ih, weight_hh, bias_ih, bias_hh) in torch's layout; absent ones are None."""
         return self.weight_ih, self.weight_hh, self.bias, None
 
-    def loop(self, x: torch.Tensor, in_masks, rec_masks) -> torch.Tensor:
+    def loop(self, x: torch.Tensor, in_masks, rec_masks, step_mask=None) -> torch.Tensor:
         """[B, T, F] -> [B, T, units]."""
         peepholes = (self.peephole_i, self.peephole_f, self.peephole_o)
-        return _lstm_loop(self, x, self.weight_ih, self.weight_hh, self.bias, in_masks, rec_masks, peepholes)
+        return _lstm_loop(self, x, self.weight_ih, self.weight_hh, self.bias, in_masks, rec_masks, peepholes, step_mask)
 
     def prefers_scan(self, x: torch.Tensor) -> bool:
         """The scan rather than the loop: on CUDA (compiled steps), for training small layers on
@@ -317,17 +330,18 @@ class PeepholeLSTMCell(nn.Module):
         return _scan.peephole_lstm(xp, self.weight_hh, self.peephole_i, self.peephole_f, self.peephole_o)
 
 
-def _gru_loop(cell, x, weight_ih, weight_hh, bias_ih, bias_hh, in_masks, rec_masks, reset_after: bool) -> torch.Tensor:
+def _gru_loop(cell, x, weight_ih, weight_hh, bias_ih, bias_hh, in_masks, rec_masks, reset_after: bool, step_mask=None) -> torch.Tensor:
     """The GRU recurrence over [B, T, F] -> [B, T, units], gates in TORCH_GRU_GATES order.
 
     reset_after: n = act(x W_n + b_n + r * (h U_n + b_hn)); else n = act(x W_n + b_n + (r * h) U_n).
-    h(t) = z * h(t-1) + (1 - z) * n, with the unmasked h(t-1) as Keras.
+    h(t) = z * h(t-1) + (1 - z) * n, with the unmasked h(t-1) as Keras; at a step that
+    step_mask [B, T] masks, h is carried over.
     """
     act, ract, u = cell.activation, cell.recurrent_activation, cell.units
     xp = _project(x, weight_ih, bias_ih, in_masks)
     h = x.new_zeros(x.shape[0], u)
     outputs = []
-    for xp_t in xp.unbind(1):
+    for xp_t, m in zip(xp.unbind(1), _steps(step_mask, x.shape[1])):
         xr, xz, xn = xp_t.chunk(3, dim=1)
         if reset_after:
             hp = _recur(h, weight_hh, rec_masks)
@@ -341,7 +355,7 @@ def _gru_loop(cell, x, weight_ih, weight_hh, bias_ih, bias_hh, in_masks, rec_mas
             r, z = ract(xr + hr), ract(xz + hz)
             h_n = h if rec_masks is None else h * rec_masks[-1]
             n = act(xn + F.linear(r * h_n, weight_hh[2 * u :]))
-        h = z * h + (1 - z) * n
+        h = _carry(m, z * h + (1 - z) * n, h)
         outputs.append(h)
     return torch.stack(outputs, dim=1)
 
@@ -372,9 +386,9 @@ class GRUCell(nn.Module):
         """(weight_ih, weight_hh, bias_ih, bias_hh) in torch's layout; absent ones are None."""
         return _torch_tensors(self.gru)
 
-    def loop(self, x: torch.Tensor, in_masks, rec_masks) -> torch.Tensor:
+    def loop(self, x: torch.Tensor, in_masks, rec_masks, step_mask=None) -> torch.Tensor:
         """[B, T, F] -> [B, T, units]."""
-        return _gru_loop(self, x, *self.tensors(), in_masks, rec_masks, reset_after=True)
+        return _gru_loop(self, x, *self.tensors(), in_masks, rec_masks, reset_after=True, step_mask=step_mask)
 
     def prefers_scan(self, x: torch.Tensor) -> bool:
         """The scan rather than nn.GRU: for training small layers on the CPU (SCAN_MAX_SIZE);
@@ -414,9 +428,9 @@ class GRUResetBeforeCell(nn.Module):
         """(weight_ih, weight_hh, bias_ih, bias_hh) in torch's layout; absent ones are None."""
         return self.weight_ih, self.weight_hh, self.bias, None
 
-    def loop(self, x: torch.Tensor, in_masks, rec_masks) -> torch.Tensor:
+    def loop(self, x: torch.Tensor, in_masks, rec_masks, step_mask=None) -> torch.Tensor:
         """[B, T, F] -> [B, T, units]."""
-        return _gru_loop(self, x, self.weight_ih, self.weight_hh, self.bias, None, in_masks, rec_masks, reset_after=False)
+        return _gru_loop(self, x, self.weight_ih, self.weight_hh, self.bias, None, in_masks, rec_masks, reset_after=False, step_mask=step_mask)
 
     def prefers_scan(self, x: torch.Tensor) -> bool:
         """Always: faster than the loop at every size measured."""
@@ -441,48 +455,86 @@ class Recurrent(nn.Module):
 
     Dropout as Keras 3: `dropout` is one mask per sequence on the inputs and `recurrent_dropout`
     one mask per sequence on h(t-1), both reused at every step (one per gate for LSTM and GRU
-    cells when recurrent_dropout > 0, as Keras's implementation 1). `reverse` runs the sequence
-    backwards and returns its outputs re-aligned to the input steps, as Bidirectional does.
+    cells when recurrent_dropout > 0, as Keras's implementation 1). `go_backwards` reads the
+    sequence from its end and, as Keras, returns the outputs in the order it read them.
+
+    A mask [B, T] (True: a real step) is honoured as Keras's RNN does: a masked step leaves the
+    state as it was, and its output is the last real step's output (zeros before the first one),
+    or zeros with `zero_output_for_mask` (as Bidirectional sets it when returning sequences).
+    Two paths compute it: the fast one (`use_compaction`) moves each row's real steps to its
+    front, runs the unmasked path (the fused kernel, the scan or the loop) on that, and gathers
+    the outputs back; a masked step changes nothing, so this is the same recurrence, and with
+    the mask at the end (padding) the input is not even moved. The general one runs the step
+    loop with the mask (every cell's `loop(..., step_mask)`); tests check the two equal.
     """
 
     takes = gives = "channels_last"
 
-    def __init__(self, cell: nn.Module, return_sequences: bool, reverse: bool = False):
+    def __init__(self, cell: nn.Module, return_sequences: bool, go_backwards: bool = False, zero_output_for_mask: bool = False):
         super().__init__()
         self.cell = cell
         self.return_sequences = return_sequences
-        self.reverse = reverse
-        # Tests switch these off to compare the fused kernel and the scan with the plain loop.
+        self.go_backwards = go_backwards
+        self.zero_output_for_mask = zero_output_for_mask
+        # Tests switch these off to compare the fused kernel, the scan and the compaction with the plain loop.
         self.use_fused = True
         self.use_scan = True
+        self.use_compaction = True
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.reverse:
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if self.go_backwards:
             x = x.flip(1)
-        seq = self.sequence(x)
-        if not self.return_sequences:
-            return seq[:, -1]
-        return seq.flip(1) if self.reverse else seq
+            mask = None if mask is None else mask.flip(1)
+        if mask is None:
+            seq = self.sequence(x)
+        else:
+            seq = self.compacted(x, mask) if self.use_compaction else self.sequence(x, mask)
+            if self.zero_output_for_mask and self.return_sequences:
+                seq = torch.where(mask.unsqueeze(-1), seq, 0)
+        return seq if self.return_sequences else seq[:, -1]
 
-    def sequence(self, x: torch.Tensor) -> torch.Tensor:
-        """Every step's output, [B, T, F] -> [B, T, units]."""
+    def compacted(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Every step's output under `mask` [B, T], each row's real steps run first, unmasked.
+
+        Output step t is the output after the real steps up to t: count(t) of them, so the
+        compacted run's step count(t) - 1, or zeros when count(t) is 0.
+        """
+        b, t, f = x.shape
+        count = mask.cumsum(1)  # [B, T]: real steps up to and including t
+        real = count[:, -1:]
+        steps = torch.arange(t, device=x.device)
+        if not bool((mask == (steps < real)).all()):  # not end padding: move the real steps first
+            # A stable order: real steps by time, then the masked ones.
+            order = torch.argsort((~mask).to(torch.int64) * t + steps, dim=1)
+            x = x.gather(1, order.unsqueeze(-1).expand(-1, -1, f))
+        seq = self.sequence(x)
+        index = (count - 1).clamp(min=0).unsqueeze(-1).expand(-1, -1, seq.shape[-1])
+        return torch.where((count > 0).unsqueeze(-1), seq.gather(1, index), 0)
+
+    def sequence(self, x: torch.Tensor, step_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Every step's output, [B, T, F] -> [B, T, units]; with step_mask [B, T], through the
+        step loop, the state carried over the masked steps."""
         cell, (b, _, f) = self.cell, x.shape
         training = self.training
         n = cell.gate_count if cell.per_gate_masks and cell.recurrent_dropout > 0 else 1
         in_masks = _dropout_masks(n, (b, 1, f), cell.dropout, x) if training and cell.dropout > 0 else None
         rec_masks = _dropout_masks(n, (b, cell.units), cell.recurrent_dropout, x) if training and cell.recurrent_dropout > 0 else None
-        if rec_masks is None:
+        if rec_masks is None and step_mask is None:
             # Without recurrent dropout there is at most one input mask, constant over time.
             masked = x if in_masks is None else x * in_masks[0]
             if self.use_scan and cell.scannable and cell.prefers_scan(masked):
                 return cell.scan(masked)
             if self.use_fused and cell.fusable:
                 return cell.fused(masked)
-        return cell.loop(x, in_masks, rec_masks)
+        return cell.loop(x, in_masks, rec_masks, step_mask)
 
 
 class Bidirectional(nn.Module):
-    """Forward and backward passes merged: [B, T, F] -> [B, (T,) units] (x2 for concat)."""
+    """Forward and backward passes merged: [B, T, F] -> [B, (T,) units] (x2 for concat).
+
+    As keras.layers.Bidirectional: the backward layer reads backwards (go_backwards), and its
+    outputs are flipped back to the input's order when returning sequences.
+    """
 
     takes = gives = "channels_last"
 
@@ -492,8 +544,10 @@ class Bidirectional(nn.Module):
         self.backward_layer = backward
         self.merge_mode = merge_mode
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a, b = self.forward_layer(x), self.backward_layer(x)
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        a, b = self.forward_layer(x, mask), self.backward_layer(x, mask)
+        if self.backward_layer.return_sequences:
+            b = b.flip(1)
         if self.merge_mode == "concat":
             return torch.cat([a, b], dim=-1)
         if self.merge_mode == "sum":

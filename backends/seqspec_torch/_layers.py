@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+import seqspec
 from seqspec import Window, activation_name
 
 from ._activations import activation_fn
@@ -13,6 +16,9 @@ from ._activations import activation_fn
 # Where a layer wants its features on a sequence: channels_last [B, T, F] as Keras,
 # channels_first [B, F, T] as torch's convolutions, or either (elementwise layers).
 CHANNELS_LAST, CHANNELS_FIRST, ANY = "channels_last", "channels_first", "any"
+
+# Keras's backend.epsilon(), which its masked batch moments add to the count of real steps.
+KERAS_EPSILON = 1e-7
 
 
 class Dense(nn.Module):
@@ -106,13 +112,21 @@ class BatchNorm(nn.Module):
         self.register_buffer("running_mean", torch.zeros(n_features))
         self.register_buffer("running_var", torch.ones(n_features))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """mask None or [B, T] (channels-last [B, T, F] only): in training the moments skip masked
+        steps, as Keras's `_moments` (the count of real steps plus KERAS_EPSILON)."""
         axis = self.channel_axis % x.dim()
         shape = [1] * x.dim()
         shape[axis] = -1
         if self.training:
             dims = [d for d in range(x.dim()) if d != axis]
-            var, mean = torch.var_mean(x, dim=dims, correction=0)
+            if mask is None:
+                var, mean = torch.var_mean(x, dim=dims, correction=0)
+            else:
+                m = mask.unsqueeze(-1).expand_as(x)
+                count = m.to(x.dtype).sum(dims) + KERAS_EPSILON
+                mean = torch.where(m, x, 0).sum(dims) / count
+                var = torch.where(m, x - mean, 0).square().sum(dims) / count
             with torch.no_grad():
                 m = self.momentum  # Keras: moving = moving * momentum + batch * (1 - momentum)
                 self.running_mean.mul_(m).add_(mean.detach(), alpha=1 - m)
@@ -217,10 +231,14 @@ class GlobalPool(_AlongTime):
         super().__init__(layout)
         self.reduce = reduce
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """mask None or [B, T]: the mean of the real steps only, as Keras (NaN for a row with none, as Keras)."""
         if self.reduce == "max":
             return x.amax(dim=self.time_axis)
-        return x.mean(dim=self.time_axis)
+        if mask is None:
+            return x.mean(dim=self.time_axis)
+        m = mask.unsqueeze(self.time_axis % 2 + 1)  # [B, T, 1] or [B, 1, T]
+        return torch.where(m, x, 0).sum(self.time_axis) / m.to(x.dtype).sum(self.time_axis)
 
 
 class TimePad(_AlongTime):
@@ -252,6 +270,41 @@ class UpSampling1d(_AlongTime):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.repeat_interleave(self.size, dim=self.time_axis)
+
+
+class Masking(nn.Module):
+    """keras.layers.Masking: [B, T, F] -> [B, T, F] with the masked steps set to 0; the mask [B, T]
+    is True where some feature differs from `mask_value`."""
+
+    takes = gives = CHANNELS_LAST
+
+    def __init__(self, node):
+        super().__init__()
+        self.mask_value = node.mask_value
+
+    def compute_mask(self, x: torch.Tensor) -> torch.Tensor:
+        return (x != self.mask_value).any(-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.where(self.compute_mask(x).unsqueeze(-1), x, 0)
+
+
+class Embedding(nn.Module):
+    """keras.layers.Embedding: token ids [B, T] (integers) -> [B, T, output_dim]; embedding.weight
+    (input_dim, output_dim) is the canonical `embeddings` as it is. With mask_zero the mask is ids != 0."""
+
+    takes = gives = CHANNELS_LAST
+
+    def __init__(self, node):
+        super().__init__()
+        self.embedding = nn.Embedding(node.input_dim, node.output_dim)
+        self.mask_zero = node.mask_zero
+
+    def compute_mask(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+        return x != 0 if self.mask_zero else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embedding(x)
 
 
 class WaveNet(nn.Module):
@@ -298,19 +351,35 @@ class Model(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.transpose_before = transpose_before
         self.layouts_after = layouts_after
+        # What each layer does with a mask (seqspec's mask rules, the flow checked by seqspec.infer).
+        self.mask_rules = [node.mask_rule for node in spec.layers]
+        self.keeps_mask = [seqspec.infer(spec).masks.given[i] is not None for i in range(len(layers))]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer, flip in zip(self.layers, self.transpose_before):
-            x = layer(x.transpose(1, 2) if flip else x)
-        return self._channels_last(x, self.layouts_after[-1])
+        return self._channels_last(self._through(x), self.layouts_after[-1])
 
     def layer_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Every layer's output, channels-last."""
-        outputs = []
-        for layer, flip, layout in zip(self.layers, self.transpose_before, self.layouts_after):
-            x = layer(x.transpose(1, 2) if flip else x)
-            outputs.append(self._channels_last(x, layout))
-        return outputs
+        outputs: list[torch.Tensor] = []
+        self._through(x, outputs)
+        return [self._channels_last(y, layout) for y, layout in zip(outputs, self.layouts_after)]
+
+    def _through(self, x: torch.Tensor, outputs: Optional[list] = None) -> torch.Tensor:
+        """The layers in order (each output appended to `outputs`, if given), the mask [B, T] handed
+        on as Keras hands it (seqspec/_masks.py)."""
+        mask = None
+        for layer, flip, rule, keeps in zip(self.layers, self.transpose_before, self.mask_rules, self.keeps_mask):
+            x = x.transpose(1, 2) if flip else x
+            if rule == seqspec.MAKES:
+                x, mask = layer(x), layer.compute_mask(x)
+            elif mask is not None and rule in (seqspec.READS, seqspec.RECURRENT, seqspec.AVERAGES):
+                x = layer(x, mask)
+            else:
+                x = layer(x)
+            mask = mask if keeps else None
+            if outputs is not None:
+                outputs.append(x)
+        return x
 
     @staticmethod
     def _channels_last(x: torch.Tensor, layout: str) -> torch.Tensor:

@@ -122,7 +122,38 @@ def loss_fn(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         return lambda pred, y: torch.mean(torch.abs(pred - y))
     if name == "last_time_step_mse":
         return lambda pred, y: torch.mean(torch.square(pred[:, -1] - y[:, -1])) if pred.dim() == 3 else torch.mean(torch.square(pred - y))
+    if name in CLASSIFICATION:
+        return CLASSIFICATION[name]
     raise ValueError(f"unknown loss or metric {name!r}")
+
+
+# Keras's backend.epsilon(): its cross-entropies clip the probabilities to [eps, 1 - eps].
+KERAS_EPSILON = 1e-7
+
+
+def _binary_crossentropy(prob: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean over series of -(y log p + (1 - y) log(1 - p)): prob and y [batch, 1]."""
+    p = prob.clamp(KERAS_EPSILON, 1 - KERAS_EPSILON)
+    return torch.mean(-(y * torch.log(p) + (1 - y) * torch.log1p(-p)))
+
+
+def _sparse_categorical_crossentropy(prob: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean over series of -log p[y]: prob [batch, classes] (renormalised, clipped as Keras), y [batch] ids."""
+    p = (prob / prob.sum(-1, keepdim=True)).clamp(KERAS_EPSILON, 1 - KERAS_EPSILON)
+    return torch.mean(-torch.log(p.gather(1, y.long().unsqueeze(1))))
+
+
+def _accuracy(prob: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Keras's accuracy for the loss: p > 0.5 against 0/1 labels [batch, 1], or the argmax against ids [batch]."""
+    hit = (prob > 0.5) == (y > 0.5) if y.dim() == 2 else prob.argmax(-1) == y
+    return hit.to(prob.dtype).mean()
+
+
+CLASSIFICATION = {
+    "binary_crossentropy": _binary_crossentropy,
+    "sparse_categorical_crossentropy": _sparse_categorical_crossentropy,
+    "accuracy": _accuracy,
+}
 
 
 def default_threads() -> int:

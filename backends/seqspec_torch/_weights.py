@@ -173,6 +173,11 @@ def wavenet_map(node, layer, prefix: str) -> list[Binding]:
     return out
 
 
+def embedding_map(node, layer, prefix: str) -> list[Binding]:
+    """embeddings [input_dim, output_dim] <-> embedding.weight (input_dim, output_dim), as it is."""
+    return [Binding(prefix + "embeddings", layer.embedding.weight)]
+
+
 WEIGHT_MAPS: s.Table = s.Table(
     BACKEND_NAME,
     "weight mapping",
@@ -195,6 +200,7 @@ WEIGHT_MAPS: s.Table = s.Table(
         s.LayerNorm: layer_norm_map,
         s.Conv1D: conv1d_map,
         s.WaveNet: wavenet_map,
+        s.Embedding: embedding_map,
     },
 )
 
