@@ -565,3 +565,23 @@ def score(name: str, y: np.ndarray, pred: np.ndarray) -> float:
         name = "mse"
     err = p64 - y64
     return float(np.mean(np.square(err)) if name == "mse" else np.mean(np.abs(err)))
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything a run needs besides the framework: the splits, the target plan and the spec to build.
+
+    `windows` holds the data as read; `splits` are what the model trains on, scaled by `scaler`
+    (fitted on the training split; `scaler.as_json()` is its record for metrics.json).
+    """
+
+    spec: s.Spec
+    windows: Windows
+    targets: Targets
+    splits: dict[str, Split]
+    scaler: Scaler = Scaler()
+
+    @property
+    def units(self) -> str:
+        """What `evaluate`'s scores are in, one line for the report."""
+        return self.scaler.units

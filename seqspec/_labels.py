@@ -133,8 +133,6 @@ def refuse_output_mask(spec: s.Spec) -> None:
 def prepare_labels(spec: s.Spec, seed: Optional[int] = None):
     """The Prepared run of a classifier: its splits (in order, as the series sources split), no
     scaling of token ids, float series scaled as `data.scale` says."""
-    from ._train import Prepared
-
     data = spec.train.data
     if data.source == "synthetic_tokens":
         if not spec.input.tokens:
@@ -167,7 +165,7 @@ def prepare_labels(spec: s.Spec, seed: Optional[int] = None):
     splits = {name: _data.Split(np.ascontiguousarray(scaler.scale(x[part], spec.dtype)), np.ascontiguousarray(y[part])) for name, part in parts.items()}
     targets = _data.Targets("label", 1, classes, None)
     run_seed = seed if seed is not None else (spec.seed if spec.seed is not None else 0)
-    return Prepared(spec.model_copy(update={"seed": run_seed}), windows, targets, splits, scaler)
+    return _data.Prepared(spec.model_copy(update={"seed": run_seed}), windows, targets, splits, scaler)
 
 
 def score(name: str, y: np.ndarray, prob: np.ndarray) -> float:

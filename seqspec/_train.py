@@ -212,24 +212,7 @@ def make_plan(spec: s.Spec, epochs: Optional[int] = None, batch_size: Optional[i
     )
 
 
-@dataclass(frozen=True)
-class Prepared:
-    """Everything a run needs besides the framework: the splits, the target plan and the spec to build.
-
-    `windows` holds the data as read; `splits` are what the model trains on, scaled by `scaler`
-    (fitted on the training split; `scaler.as_json()` is its record for metrics.json).
-    """
-
-    spec: s.Spec
-    windows: _data.Windows
-    targets: _data.Targets
-    splits: dict[str, _data.Split]
-    scaler: _data.Scaler = _data.Scaler()
-
-    @property
-    def units(self) -> str:
-        """What `evaluate`'s scores are in, one line for the report."""
-        return self.scaler.units
+Prepared = _data.Prepared  # lives in _data, so that _labels builds one without importing _train
 
 
 def prepare(spec: s.Spec, seed: Optional[int] = None) -> Prepared:
