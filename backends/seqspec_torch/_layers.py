@@ -8,6 +8,7 @@ from torch import nn
 
 from seqspec import Window, activation_name
 
+from . import _distributed
 from ._activations import activation_fn
 
 # Where a layer wants its features on a sequence: channels_last [B, T, F] as Keras,
@@ -52,7 +53,15 @@ class Dropout(nn.Module):
         self.rate = node.rate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.dropout(x, self.rate, self.training)
+        if not self.training or self.rate == 0:
+            return x
+        # F.dropout's mask takes x's memory layout: on a contiguous x it is one draw in row order,
+        # which a data-parallel step can draw for the global batch and slice (seqspec_torch._distributed).
+        x = x.contiguous()
+        if _distributed.sharded_step():
+            keep = 1.0 - self.rate
+            return x * _distributed.bernoulli(tuple(x.shape), 0, keep, x).div_(keep)
+        return F.dropout(x, self.rate, True)
 
 
 class TimeDistributed(nn.Module):
@@ -112,7 +121,7 @@ class BatchNorm(nn.Module):
         shape[axis] = -1
         if self.training:
             dims = [d for d in range(x.dim()) if d != axis]
-            var, mean = torch.var_mean(x, dim=dims, correction=0)
+            var, mean = _distributed.moments(x, dims, axis)  # over the global batch in data-parallel training
             with torch.no_grad():
                 m = self.momentum  # Keras: moving = moving * momentum + batch * (1 - momentum)
                 self.running_mean.mul_(m).add_(mean.detach(), alpha=1 - m)

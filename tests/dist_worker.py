@@ -1,0 +1,50 @@
+"""A data-parallel training worker for the tests: trains specs on one backend with the world its
+environment gives it (torchrun's variables, or none: one process), the specs made tiny, and saves
+each trained model's canonical weights. Not a test module: tests/test_distributed.py launches it.
+
+    python tests/dist_worker.py OUT BACKEND NPROC EPOCHS SPEC...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+
+import numpy as np
+
+import seqspec
+from seqspec import _train
+
+
+def tiny(spec: seqspec.Spec, series: int = 27, steps: int = 12) -> seqspec.Spec:
+    """`spec` in float64 on a few short synthetic series (a csv source keeps its file, on its first rows),
+    with batches of 8 so that an epoch has an uneven last batch."""
+    data = spec.train.data
+    if data.source == "synthetic":
+        free = spec.input.shape[0] is None  # a fixed input length keeps its steps
+        data = data.model_copy(update={"series": series + 10, "split": (series, 6, 4), **({"steps": steps} if free else {})})
+    train = spec.train.model_copy(update={"data": data, "batch_size": 8})
+    return spec.model_copy(update={"dtype": "float64", "train": train})
+
+
+def train_one(path: str, backend: str, nproc: int, epochs: int) -> dict[str, np.ndarray]:
+    spec = tiny(seqspec.load(path))
+    plan = dataclasses.replace(_train.make_plan(spec, epochs=epochs), nproc=nproc)
+    run, prepared = _train.train(spec, backend, plan)
+    return seqspec.get_backend(backend).get_weights(run.model, prepared.spec)
+
+
+def main(argv: list[str]) -> int:
+    out, backend, nproc, epochs, *specs = argv
+    rank = int(os.environ.get("RANK", "0"))
+    for path in specs:
+        weights = train_one(path, backend, int(nproc), int(epochs))
+        if rank == 0:
+            name = os.path.splitext(os.path.basename(path))[0]
+            np.savez(os.path.join(out, f"{name}.npz"), **weights)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
