@@ -287,6 +287,7 @@ def train(spec: s.Spec, backend_name: str, plan: Plan, prepared: Optional[Prepar
 
     prepared = prepared or prepare(spec, plan.seed)
     backend = get_backend(backend_name)
+    backend.start_world(plan)  # data-parallel set-up that must precede the model (TensorFlow's devices)
     model = backend.build(prepared.spec)
     start = time.perf_counter()
     try:

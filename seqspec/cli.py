@@ -397,7 +397,8 @@ def cmd_train(args) -> int:
     plan = _train.make_plan(spec, args.epochs, *_resumed(args, resume))
     if args.checkpoint_every is not None and args.checkpoint_every < 1:
         raise SpecError(f"--checkpoint-every: must be at least 1, got {args.checkpoint_every}")
-    checkpoint = _checkpoint.Checkpointing(out, args.checkpoint_every, resume) if args.checkpoint_every or resume else None
+    every = args.checkpoint_every or (resume or {}).get("every")  # a resumed run keeps its schedule
+    checkpoint = _checkpoint.Checkpointing(out, every, resume) if every or resume else None
     plan = dataclasses.replace(plan, nproc=world.size, checkpoint=checkpoint)
     if checkpoint is not None:
         checkpoint.check(spec, plan, args.backend)
@@ -407,7 +408,7 @@ def cmd_train(args) -> int:
     with lock_out(out), _workers(args, world):
         if checkpoint is not None and resume is None:
             shutil.rmtree(out / _checkpoint.CHECKPOINT_DIR, ignore_errors=True)  # an --overwrite'n run's, not this one's
-        check_out(out, args.overwrite)  # again: another run may have finished into it meanwhile
+        check_out(out, args.overwrite or resume is not None)  # again: another run may have finished into it meanwhile
         get_backend(args.backend)
         sizes = ", ".join(f"{k} {len(v.x)}" for k, v in prepared.splits.items())
         print(f"{spec.name}: training on {args.backend}: {prepared.windows.origin}; {sizes}; target {prepared.targets.kind}", flush=True)
