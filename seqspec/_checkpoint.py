@@ -96,7 +96,7 @@ class Checkpointing:
         where = self.folder / CHECKPOINT_DIR
         state = f"epoch-{epoch:05d}{suffix}"
         atomic_write(str(where / state), write, suffix=suffix)
-        record = {"format": FORMAT, "epoch": epoch, "backend": backend, "state": state, "nproc": plan.nproc, "every": self.every, "identity": identity(spec, plan)}
+        record = {"format": FORMAT, "epoch": epoch, "backend": backend, "state": state, "epochs": plan.epochs, "nproc": plan.nproc, "every": self.every, "identity": identity(spec, plan)}
         path = where / f"epoch-{epoch:05d}.json"
         atomic_write(str(path), lambda t: Path(t).write_text(json.dumps(record, indent=1) + "\n"))
         for p in where.iterdir():

@@ -394,7 +394,7 @@ def cmd_train(args) -> int:
     if missing:
         raise SpecError(f"seqspec train needs {' and '.join(missing)}, which is not installed: pip install 'seqspec[train]'")
     _quiet_frameworks()
-    plan = _train.make_plan(spec, args.epochs, *_resumed(args, resume))
+    plan = _train.make_plan(spec, args.epochs or (resume or {}).get("epochs"), *_resumed(args, resume))  # a resume runs to the run's --epochs
     if args.checkpoint_every is not None and args.checkpoint_every < 1:
         raise SpecError(f"--checkpoint-every: must be at least 1, got {args.checkpoint_every}")
     every = args.checkpoint_every or (resume or {}).get("every")  # a resumed run keeps its schedule
