@@ -125,8 +125,6 @@ def fit(spec: s.Spec, model: keras.Model, plan: Plan, train: Split, validation: 
     {epoch, loss, <metric>..., val_loss, val_<metric>..., time_s}. SIGINT/SIGTERM stop it between
     batches with seqspec.TrainingInterrupted; a loss that becomes nan or infinite stops it
     with a SpecError."""
-    if plan.checkpoint is not None:
-        raise s.SpecError("--checkpoint-every, --resume: the keras backend writes no checkpoints yet (the torch backend does)")
     keras.utils.set_random_seed(plan.seed)  # dropout masks
     if _distributed.strategy() is not None:
         # Data-parallel: Keras's fit on a copy built under the strategy, whose weights come back.
