@@ -72,6 +72,7 @@ _LAZY = {
     "diverged": "._train",
     "early_stop_line": "._train",
     "stop_on_signals": "._train",
+    "shard_bounds": "._parallel",
 }
 
 
@@ -166,6 +167,7 @@ __all__ = [
     "RunRecord",
     "ShapeError",
     "SimpleRNN",
+    "shard_bounds",
     "SimpleRNNCell",
     "Site",
     "Spec",

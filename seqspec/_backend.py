@@ -219,6 +219,10 @@ class Backend(abc.ABC):
         """Train `model` in place to the semantics of seqspec.Plan; one record per epoch run:
         {"epoch", "loss", "val_loss", each metric and "val_" metric, "time_s"}."""
 
+    def start_world(self, plan: Plan) -> None:
+        """Before the model is built for data-parallel training on plan.nproc workers: what the
+        framework must set up first (TensorFlow's devices and strategy). Nothing by default."""
+
     @abc.abstractmethod
     def save(self, model: Any, spec: Spec, path: str) -> None:
         """Write the framework's own saved model to `path` (the caller makes the write atomic)."""

@@ -107,8 +107,12 @@ def atomic_write(path: str, write: Callable[[str], None], suffix: str = "") -> N
 def _is_run(folder: Path) -> bool:
     """Whether `folder` holds only a seqspec run's files (what --overwrite may replace)."""
     names = {p.name for p in folder.iterdir()}
+    # checkpoint/: --checkpoint-every's (seqspec._checkpoint); alone, a run killed before it wrote its files.
+    checkpoint = "checkpoint" in names and (folder / "checkpoint").is_dir() and not (folder / "checkpoint").is_symlink()
+    if checkpoint:
+        names.discard("checkpoint")
     if "metrics.json" not in names:
-        return False
+        return checkpoint and not names
     return all((n in RUN_FILES or n.startswith("model.")) and (folder / n).is_file() and not (folder / n).is_symlink() for n in names)
 
 
@@ -218,6 +222,8 @@ def write_run(out: Path, record: RunRecord, overwrite: bool = False) -> list[Pat
         put("learning_curves.png", record.plot_learning_curves)
         if len(record.prepared.splits["validation"].x) and record.prepared.targets.kind != "label":  # a classifier forecasts no series
             put("forecasts.png", record.plot_forecasts)
+        if (out / "checkpoint").is_dir() and record.plan.checkpoint is not None:
+            shutil.copytree(out / "checkpoint", tmp / "checkpoint")  # the run's checkpoints stay with it, to resume
         _fsync_dir(tmp)
         if out.is_dir() and any(out.iterdir()):
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))

@@ -167,6 +167,8 @@ class Plan:
     early_stopping: Optional[s.EarlyStopping]
     seed: int
     threads: Optional[int] = None  # torch intra-op threads (None: the backend decides)
+    nproc: int = 1  # data-parallel workers (processes or replicas): the same training whatever it is (seqspec._parallel)
+    checkpoint: Optional[Any] = None  # seqspec._checkpoint.Checkpointing: where and when to save, what to resume
 
     def order(self, n: int, epoch: int) -> np.ndarray:
         """The permutation of the n training series for `epoch` (0-based), from the run's seed."""
@@ -279,6 +281,7 @@ def train(spec: s.Spec, backend_name: str, plan: Plan, prepared: Optional[Prepar
 
     prepared = prepared or prepare(spec, plan.seed)
     backend = get_backend(backend_name)
+    backend.start_world(plan)  # data-parallel set-up that must precede the model (TensorFlow's devices)
     model = backend.build(prepared.spec)
     start = time.perf_counter()
     try:
@@ -389,6 +392,7 @@ def metrics_record(
         "metrics": list(plan.metrics),
         "optimizer": plan.optimizer.model_dump(),
         "batch_size": plan.batch_size,
+        "nproc": plan.nproc,
         "epochs": plan.epochs,
         "epochs_run": len(history),
         "best_epoch": None if best is None else best + 1,

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import errno
 import json
 import os
 import re
+import shutil
 import signal
 import sys
 import threading
@@ -16,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 try:
-    from . import _loader
+    from . import _checkpoint, _loader, _parallel
     from ._backend import backend_names
     from ._errors import SpecError
     from ._export import TARGETS as EXPORT_TARGETS
@@ -449,17 +452,30 @@ def cmd_train(args) -> int:
     from ._files import check_out, lock_out, write_run
 
     spec = _load(args.spec, **_budgets(args))
-    out = Path(args.out or os.path.join("runs", f"{spec.name}-{args.backend}"))
-    check_out(out, args.overwrite)  # before the data and the framework load, not after the whole run
+    world, resume = _parallel.world_for(args.backend, args.nproc), _resume(args)
+    out = Path(args.resume or args.out or os.path.join("runs", f"{spec.name}-{args.backend}"))
+    if world.writes:
+        check_out(out, args.overwrite or resume is not None)  # before the data and the framework load, not after the whole run
     # Checked before training, not when the plots are drawn at the end of it.
     missing = [m for m in ("matplotlib", "tqdm") if importlib.util.find_spec(m) is None]
     if missing:
         raise SpecError(f"seqspec train needs {' and '.join(missing)}, which is not installed: pip install 'seqspec[train]'")
     _quiet_frameworks()
-    plan = _train.make_plan(spec, args.epochs, args.batch_size, args.seed)
+    plan = _train.make_plan(spec, args.epochs or (resume or {}).get("epochs"), *_resumed(args, resume))  # a resume runs to the run's --epochs
+    if args.checkpoint_every is not None and args.checkpoint_every < 1:
+        raise SpecError(f"--checkpoint-every: must be at least 1, got {args.checkpoint_every}")
+    every = args.checkpoint_every or (resume or {}).get("every")  # a resumed run keeps its schedule
+    checkpoint = _checkpoint.Checkpointing(out, every, resume) if every or resume else None
+    plan = dataclasses.replace(plan, nproc=world.size, checkpoint=checkpoint)
+    if checkpoint is not None:
+        checkpoint.check(spec, plan, args.backend)
     prepared = _train.prepare(spec, plan.seed)  # every data problem is raised here, before anything is written
-    with lock_out(out):
-        check_out(out, args.overwrite)  # again: another run may have finished into it meanwhile
+    if not world.writes:
+        return _train_worker(args, spec, plan, prepared)
+    with lock_out(out), _workers(args, world):
+        if checkpoint is not None and resume is None:
+            shutil.rmtree(out / _checkpoint.CHECKPOINT_DIR, ignore_errors=True)  # an --overwrite'n run's, not this one's
+        check_out(out, args.overwrite or resume is not None)  # again: another run may have finished into it meanwhile
         get_backend(args.backend)
         sizes = ", ".join(f"{k} {len(v.x)}" for k, v in prepared.splits.items())
         print(f"{spec.name}: training on {args.backend}: {prepared.windows.origin}; {sizes}; target {prepared.targets.kind}", flush=True)
@@ -482,6 +498,51 @@ def cmd_import(args) -> int:
 
     _quiet_frameworks()
     return run_command(args)
+
+
+def _resume(args) -> Optional[dict]:
+    """The checkpoint record --resume DIR continues from (None without --resume)."""
+    if args.resume is None:
+        return None
+    if args.out is not None and Path(args.out) != Path(args.resume):
+        raise SpecError(f"--out {args.out}: a resumed run is written where it was (--resume {args.resume}); leave --out out")
+    return _checkpoint.resume_from(args.resume)
+
+
+def _resumed(args, resume: Optional[dict]) -> tuple[Optional[int], Optional[int]]:
+    """(batch size, seed): the flags', else the resumed checkpoint's (which check() then holds them to)."""
+    if resume is None:
+        return args.batch_size, args.seed
+    ident = resume.get("identity", {})
+    return args.batch_size or ident.get("batch_size"), args.seed if args.seed is not None else ident.get("seed")
+
+
+@contextlib.contextmanager
+def _workers(args, world):
+    """`--nproc N` on torch: the N-1 other processes, started beside this one (rank 0) and waited for."""
+    if world.launcher != "nproc" or world.rank != 0:
+        yield
+        return
+    argv = ["train", args.spec, "--backend", args.backend, "--max-params", str(args.max_params), "--max-values", str(args.max_values)]
+    for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size), ("--seed", args.seed), ("--resume", args.resume)):
+        if value is not None:
+            argv += [flag, str(value)]
+    workers = _parallel.Workers(argv, world.size)
+    try:
+        yield
+    finally:
+        code = workers.finish()
+    if code not in (0, EXIT_INTERRUPTED):
+        raise _Failed(f"seqspec: a worker process exited with code {code}")
+
+
+def _train_worker(args, spec, plan, prepared) -> int:
+    """A data-parallel worker other than rank 0: trains its shards and writes nothing (rank 0 reports)."""
+    from . import _train
+
+    with contextlib.redirect_stdout(open(os.devnull, "w")):
+        run, _ = _train.train(spec, args.backend, plan, prepared)
+    return _train.EXIT_INTERRUPTED if run.interrupted else EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -553,6 +614,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="output directory (default runs/NAME-BACKEND); must be new or empty unless --overwrite")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in --out (only a folder holding a seqspec run)")
     p.add_argument("--seed", type=seed_type)
+    p.add_argument("--nproc", type=int, metavar="N", help="data-parallel: N processes (torch, DDP over gloo) or N replicas (keras, MirroredStrategy); the same training as one")
+    p.add_argument("--checkpoint-every", type=int, metavar="K", help="write a checkpoint (model, optimizer, random state, epoch) into DIR/checkpoint every K epochs, and on Ctrl-C")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint (written where it was)")
     budget(p)
     p.set_defaults(run=cmd_train)
 

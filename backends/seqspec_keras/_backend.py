@@ -82,6 +82,11 @@ class KerasBackend(seqspec.Backend):
     def assign_weights(self, model: keras.Model, spec: Spec, weights: dict[str, np.ndarray]) -> None:
         _weights.set_weights(model, spec, weights)
 
+    def start_world(self, plan) -> None:
+        from ._distributed import start_world
+
+        start_world(plan)
+
     def fit(self, spec: Spec, model: keras.Model, plan, train, validation) -> list[dict]:
         from ._train import fit
 

@@ -12,6 +12,8 @@ from keras import ops
 import seqspec as s
 from seqspec import Plan, Split
 
+from . import _distributed
+
 EVAL_BATCH = 1024  # validation batch size: only speed depends on it, the mean is over every value
 
 
@@ -153,26 +155,39 @@ def fit(spec: s.Spec, model: keras.Model, plan: Plan, train: Split, validation: 
     batches with seqspec.TrainingInterrupted; a loss that becomes nan or infinite stops it
     with a SpecError."""
     keras.utils.set_random_seed(plan.seed)  # dropout masks
+    if _distributed.strategy() is not None:
+        # Data-parallel: Keras's fit on a copy built under the strategy, whose weights come back.
+        replicated = _distributed.replicate(spec, model, plan, compile_model)
+        try:
+            check = _distributed.Validation(validation, plan.loss, plan.metrics, EVAL_BATCH)
+            return _fit(spec, replicated, plan, _distributed.dataset(train, plan), None, len(train.x), [check])
+        finally:
+            model.set_weights(replicated.inner.get_weights())
     compile_model(model, spec, plan)
+    # A dataset, not arrays: Keras casts float64 arrays to float32 (floatx), a dataset keeps the spec's dtype.
+    val = tf.data.Dataset.from_tensor_slices((validation.x, validation.y)).batch(EVAL_BATCH)
+    return _fit(spec, model, plan, batches(train, plan), val, len(train.x))
+
+
+def _fit(spec: s.Spec, model: keras.Model, plan: Plan, data, val, n: int, first: list = ()) -> list[dict]:
     es = plan.early_stopping
     restores = es is not None and es.restore_best_weights
-    n_batches = plan.batches(len(train.x))
+    n_batches = plan.batches(n)
     with s.stop_on_signals() as stop:
         loop = _Loop(spec, plan, n_batches, stop, keep_last=not restores)
         # First, so that a nan epoch stops training before EarlyStopping records it.
-        callbacks: list[keras.callbacks.Callback] = [loop]
+        callbacks: list[keras.callbacks.Callback] = [*first, loop]
         stopper = None
         if es is not None:
             stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=es.patience, restore_best_weights=es.restore_best_weights)
             callbacks.append(stopper)
         try:
             model.fit(
-                batches(train, plan),
+                data,
                 steps_per_epoch=n_batches,  # the generator runs on from one epoch to the next
                 epochs=plan.epochs,
                 shuffle=False,  # the generator yields the plan's order already
-                # A dataset, not arrays: Keras casts float64 arrays to float32 (floatx), a dataset keeps the spec's dtype.
-                validation_data=tf.data.Dataset.from_tensor_slices((validation.x, validation.y)).batch(EVAL_BATCH),
+                validation_data=val,
                 callbacks=callbacks,
                 verbose=0,  # progress is _Loop's, the same as the torch backend's
             )

@@ -11,7 +11,7 @@ from torch import nn
 
 from seqspec import activation_name
 
-from . import _scan
+from . import _distributed, _scan
 from ._activations import activation_fn
 
 # Gate order of the rows of torch's stacked weights, and of every cell here. The canonical
@@ -447,7 +447,7 @@ class GRUResetBeforeCell(nn.Module):
 def _dropout_masks(n: int, shape: tuple, rate: float, like: torch.Tensor) -> torch.Tensor:
     """n masks of `shape`, each element kept with probability 1 - rate and scaled by 1/(1 - rate)."""
     keep = 1.0 - rate
-    return torch.empty((n, *shape), dtype=like.dtype, device=like.device).bernoulli_(keep).div_(keep)
+    return _distributed.bernoulli((n, *shape), 1, keep, like).div_(keep)  # drawn for the global batch when sharded
 
 
 class Recurrent(nn.Module):

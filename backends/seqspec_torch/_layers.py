@@ -11,6 +11,7 @@ from torch import nn
 import seqspec
 from seqspec import Window, activation_name
 
+from . import _distributed
 from ._activations import activation_fn
 
 # Where a layer wants its features on a sequence: channels_last [B, T, F] as Keras,
@@ -58,7 +59,15 @@ class Dropout(nn.Module):
         self.rate = node.rate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.dropout(x, self.rate, self.training)
+        if not self.training or self.rate == 0:
+            return x
+        # F.dropout's mask takes x's memory layout: on a contiguous x it is one draw in row order,
+        # which a data-parallel step can draw for the global batch and slice (seqspec_torch._distributed).
+        x = x.contiguous()
+        if _distributed.sharded_step():
+            keep = 1.0 - self.rate
+            return x * _distributed.bernoulli(tuple(x.shape), 0, keep, x).div_(keep)
+        return F.dropout(x, self.rate, True)
 
 
 class TimeDistributed(nn.Module):
@@ -121,7 +130,7 @@ class BatchNorm(nn.Module):
         if self.training:
             dims = [d for d in range(x.dim()) if d != axis]
             if mask is None:
-                var, mean = torch.var_mean(x, dim=dims, correction=0)
+                var, mean = _distributed.moments(x, dims, axis)  # over the global batch in data-parallel training
             else:
                 m = mask.unsqueeze(-1).expand_as(x)
                 count = m.to(x.dtype).sum(dims) + KERAS_EPSILON

@@ -18,6 +18,8 @@ from torch import nn
 import seqspec as s
 from seqspec import Plan, Split
 
+from . import _distributed
+
 EVAL_BATCH = 1024
 
 
@@ -201,12 +203,19 @@ def _fit(spec: s.Spec, model: nn.Module, plan: Plan, train: Split, validation: S
     n, bs = len(x), plan.batch_size
     batches = plan.batches(n)
     stopper = _EarlyStopping(plan.early_stopping, model)
-    records: list[dict] = []
-    last_state: Optional[dict] = None  # the last completed epoch's weights, for an interrupt mid-epoch
+    engine = _distributed.start(plan)  # data-parallel: this process's shard of every batch
+    net = engine.wrap(model)
+    checkpoint = plan.checkpoint
+    first, records = _distributed.restore(checkpoint, model, optimizer, stopper)
+    # The last completed epoch's weights, for an interrupt mid-epoch (a resumed run's: the checkpoint's).
+    last_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if first and not stopper.restores else None
+    saved = {"epoch": first, "state": None}  # the last completed epoch's checkpoint state, and the last written
 
     def interrupted(progress: Optional[s.Progress]) -> s.TrainingInterrupted:
         if progress is not None:
             progress.close(None, batches)
+        if saved["state"] is not None and saved["state"]["epoch"] > saved["epoch"] and engine.writes:
+            _distributed.save(checkpoint, saved["state"], spec, plan)  # Ctrl-C leaves a checkpoint to resume
         if stopper.restores:
             stopper.restore()
             restored = stopper.best_epoch
@@ -217,8 +226,8 @@ def _fit(spec: s.Spec, model: nn.Module, plan: Plan, train: Split, validation: S
             restored = None
         return s.TrainingInterrupted(records, restored)
 
-    for epoch in range(plan.epochs):
-        if stop:
+    for epoch in range(first, plan.epochs):
+        if engine.stop(stop):
             raise interrupted(None)
         start = time.perf_counter()
         progress = s.Progress(epoch + 1, plan.epochs, batches)
@@ -228,17 +237,20 @@ def _fit(spec: s.Spec, model: nn.Module, plan: Plan, train: Split, validation: S
         sums = {k: torch.zeros((), dtype=torch.float64) for k in names}
         seen = 0
         for b in range(batches):
-            if stop:
+            if engine.stop(stop):
                 raise interrupted(progress)
             idx = order[b * bs : (b + 1) * bs]
+            rows, shard = engine.shard(len(idx))
+            idx = idx[rows]
             xb, yb = x[idx], y[idx]
-            pred = model(xb)
-            loss = criterion(pred, yb)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            with _distributed.sharded(shard):
+                pred = net(xb)
+                loss = criterion(pred, yb)
+                optimizer.zero_grad()
+                (loss if shard is None else loss * shard.weight).backward()
+            optimizer.step()  # on the reduced gradient: clipnorm after the reduction
             with torch.no_grad():
-                k = len(idx)
+                k = len(idx) if shard is None or shard.live else 0
                 sums["loss"] += loss.detach() * k
                 for m, fn in metric_fns.items():
                     sums[m] += fn(pred.detach(), yb) * k
@@ -246,6 +258,7 @@ def _fit(spec: s.Spec, model: nn.Module, plan: Plan, train: Split, validation: S
             if (b + 1) % s.POSTFIX_EVERY == 0:
                 progress.update(s.POSTFIX_EVERY, {k: float(v) / seen for k, v in sums.items()})
         progress.update(batches % s.POSTFIX_EVERY)
+        sums = engine.total(sums)
         record = {"epoch": epoch + 1}
         record.update({k: float(v) / n for k, v in sums.items()})
         val = evaluate(model, validation, (plan.loss, *plan.metrics))
@@ -260,7 +273,13 @@ def _fit(spec: s.Spec, model: nn.Module, plan: Plan, train: Split, validation: S
         records.append(record)
         if not stopper.restores:
             last_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if stopper.update(epoch, record["val_loss"]):
+        stopping = stopper.update(epoch, record["val_loss"])
+        if checkpoint is not None:
+            saved["state"] = _distributed.snapshot(epoch + 1, model, optimizer, stopper, records)
+            if (checkpoint.due(epoch + 1, plan.epochs) or stopping) and engine.writes:
+                _distributed.save(checkpoint, saved["state"], spec, plan)
+                saved["epoch"] = epoch + 1
+        if stopping:
             stopper.stopped_epoch = epoch + 1
             break
     stopper.restore()
