@@ -6,6 +6,7 @@ writes "y0", "y1", ...; an input whose shape differs from the model's resizes th
 converted at a fixed shape may refuse it). An error is one line on stderr and exit status 1.
 """
 
+import os
 import sys
 
 
@@ -27,6 +28,8 @@ def main(argv):
     if len(argv) != 3:
         raise ValueError("usage: _run_litert.py MODEL.tflite INPUTS.npz OUTPUTS.npz")
     model_path, inputs_path, outputs_path = argv
+    if not os.path.isfile(model_path):
+        raise FileNotFoundError(f"{model_path}: no such file")
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
 

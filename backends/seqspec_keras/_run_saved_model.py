@@ -28,6 +28,8 @@ def main(argv):
     if len(argv) != 3:
         raise ValueError("usage: _run_saved_model.py MODEL_DIR INPUTS.npz OUTPUTS.npz")
     model_path, inputs_path, outputs_path = argv
+    if not os.path.isdir(model_path):
+        raise FileNotFoundError(f"{model_path}: no such directory")
     import numpy as np
     import tensorflow as tf
 

@@ -5,6 +5,7 @@ first), so a run proves that the artifact needs no seqspec. Reads "x0", "x1", ..
 "y0", "y1", ...; an error is one line on stderr and exit status 1.
 """
 
+import os
 import sys
 
 
@@ -26,9 +27,14 @@ def main(argv):
     if len(argv) != 3:
         raise ValueError("usage: _run_torch_export.py MODEL.pt2 INPUTS.npz OUTPUTS.npz")
     model_path, inputs_path, outputs_path = argv
+    if not os.path.isfile(model_path):
+        raise FileNotFoundError(f"{model_path}: no such file")
     import numpy as np
+    import logging
+
     import torch
 
+    logging.getLogger("torch").setLevel(logging.ERROR)  # torch.export.load warns on stderr, which is for errors here
     program = torch.export.load(model_path)
     module = program.module()
     outputs = {}
