@@ -1,0 +1,51 @@
+"""Run a SavedModel export on the arrays of an .npz with TensorFlow alone: python -I _run_saved_model.py MODEL_DIR IN.npz OUT.npz.
+
+Standalone: it imports nothing of seqspec, and refuses to (an import blocker goes on sys.meta_path
+first), so a run proves that the artifact needs no seqspec, nor seqspec's Keras layers. Reads
+"x0", "x1", ... and writes "y0", "y1", ...; an error is one line on stderr and exit status 1.
+"""
+
+import os
+import sys
+
+
+class _NoSeqspec:
+    """A meta-path finder that refuses seqspec and every seqspec_* package."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        top = name.partition(".")[0]
+        if top == "seqspec" or top.startswith("seqspec_"):
+            raise ImportError(f"{name} imported while running an exported artifact, which must not need seqspec")
+        return None
+
+
+sys.meta_path.insert(0, _NoSeqspec())
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def main(argv):
+    if len(argv) != 3:
+        raise ValueError("usage: _run_saved_model.py MODEL_DIR INPUTS.npz OUTPUTS.npz")
+    model_path, inputs_path, outputs_path = argv
+    if not os.path.isdir(model_path):
+        raise FileNotFoundError(f"{model_path}: no such directory")
+    import numpy as np
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(model_path).signatures["serving_default"]
+    outputs = {}
+    with np.load(inputs_path) as inputs:
+        for i in range(len(inputs.files)):
+            (y,) = serve(x=tf.constant(inputs[f"x{i}"])).values()
+            outputs[f"y{i}"] = y.numpy()
+    np.savez(outputs_path, **outputs)
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except Exception as e:  # one line, whatever failed: the caller reports it
+        first = (str(e).strip().splitlines() or [""])[0]
+        print(f"{type(e).__name__}: {first}", file=sys.stderr)
+        sys.exit(1)
