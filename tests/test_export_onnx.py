@@ -75,41 +75,6 @@ def _attrs(node) -> dict:
 # --- every example spec, against both backends ----------------------------------------------------
 
 
-# Every spec at check's short lengths (1, 7) and batches 1 and 3; check's long length (500, a WaveNet's
-# 2,000) once per layer family, at batch 3: a long sequence adds nothing that depends on the batch, and
-# 500 steps of every spec through three runtimes was most of this file's time.
-LONG = {
-    "seq2seq_simple_rnn": "RNN",
-    "seq2seq_lstm": "LSTM",
-    "peephole_lstm": "LSTM with peepholes",
-    "seq2seq_gru": "GRU",
-    "seq2seq_ln_rnn": "Scan",
-    "bidirectional": "bidirectional LSTM and GRU",
-    "conv_classifier": "strided same convolution and pools",
-    "wavenet_gated": "wavenet",
-}
-
-
-def _cases(spec, name):
-    lengths = input_lengths(spec)
-    longest = max((t for t in lengths if t), default=None)
-    for t in lengths:
-        long = t is not None and t == longest and spec.input.shape[0] is None and t > 7  # a fixed length is the only one
-        if long and name not in LONG:
-            continue
-        for b in BATCH_SIZES[-1:] if long else BATCH_SIZES:
-            yield t, b
-
-
-def test_the_long_length_covers_every_recurrent_and_window_family():
-    specs = {name: seqspec.load(str(ROOT / "specs" / f"{name}.yaml")) for name in LONG}
-    layers = [layer for spec in specs.values() for layer in spec.layers]
-    types = {layer.type for layer in layers} | {layer.layer.type for layer in layers if layer.type == "bidirectional"}
-    types |= {layer.cell.type for layer in layers if layer.type == "rnn"}
-    assert {"simple_rnn", "lstm", "gru", "peephole_lstm", "ln_simple_rnn", "bidirectional", "conv1d", "max_pool1d", "avg_pool1d", "wavenet"} <= types
-    assert all(max(t for t, _ in _cases(spec, name)) >= 500 for name, spec in specs.items())
-
-
 @pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
 def test_every_example_spec_exports_and_equals_both_backends(path):
     e = exported(path.stem)
@@ -117,14 +82,15 @@ def test_every_example_spec_exports_and_equals_both_backends(path):
     session = _session(e.model)
     rng = np.random.default_rng(0)
     tol = TOLERANCE["float32"]
-    for t, b in _cases(e.spec, path.stem):
-        x = rng.standard_normal((b,) + ((t,) if t else ()) + (e.spec.input.shape[-1],)).astype("float32")
-        y = session.run(None, {"x": x})[0]
-        for name, backend, model in (("keras", KERAS, e.keras), ("torch", TORCH, e.torch)):
-            want = backend.predict(model, x)
-            assert y.shape == want.shape, f"{name}, batch {b}, length {t}"
-            d = float(np.max(np.abs(y.astype(np.float64) - want)))
-            assert d <= _limit(tol, want), f"{name}, batch {b}, length {t}: differs by {d:.3g}"
+    for t in input_lengths(e.spec):
+        for b in BATCH_SIZES:
+            x = rng.standard_normal((b,) + ((t,) if t else ()) + (e.spec.input.shape[-1],)).astype("float32")
+            y = session.run(None, {"x": x})[0]
+            for name, backend, model in (("keras", KERAS, e.keras), ("torch", TORCH, e.torch)):
+                want = backend.predict(model, x)
+                assert y.shape == want.shape, f"{name}, batch {b}, length {t}"
+                d = float(np.max(np.abs(y.astype(np.float64) - want)))
+                assert d <= _limit(tol, want), f"{name}, batch {b}, length {t}: differs by {d:.3g}"
 
 
 def test_the_onnx_target_has_a_builder_for_every_node_and_every_activation():
