@@ -199,13 +199,6 @@ def _trained(make):
     return module
 
 
-# Proven in float32 only (the reader's float64 original is still asserted): a float64 build of each
-# backend costs a Keras trace, and their float64 layers are proven by other modules here: the dense
-# head by mlp, simple_rnn with its folded biases by deep_rnn, the convolutions by conv_classifier, the
-# GRU by bigru_classifier (wavenet's causal pad is F.pad, as conv_classifier's ConstantPad1d).
-FLOAT32_ONLY = {"linear", "seq2seq_rnn", "conv_gru", "wavenet"}
-
-
 @pytest.mark.parametrize("name", list(MODULES))
 def test_hand_written_torch_modules_import_to_the_expected_spec_and_agree(name):
     make, shape, lengths, expected = MODULES[name]
@@ -214,11 +207,9 @@ def test_hand_written_torch_modules_import_to_the_expected_spec_and_agree(name):
     spec, _ = to_spec(imported)
     if expected is not None:
         assert _layers(spec) == expected
-    assert set(imported.run) == {"float32", "float64"}
-    dtypes = {"float32"} if name in FLOAT32_ONLY else {"float32", "float64"}
-    result = seqspec.prove_import(spec, imported.weights, {d: imported.run[d] for d in dtypes}, lengths, exact=imported.exact)
+    result = seqspec.prove_import(spec, imported.weights, imported.run, lengths, exact=imported.exact)
     assert result.ok, result.failures
-    assert set(result.max_abs_diff) == dtypes
+    assert set(result.max_abs_diff) == {"float32", "float64"}
     n_params = sum(p.numel() for p in module.parameters()) + sum(b.numel() for n, b in module.named_buffers() if "running" in n)
     biases = sum(getattr(m, f"bias_hh_l{k}{d}").numel() for m in module.modules() if isinstance(m, (nn.RNN, nn.LSTM)) and m.bias for k in range(m.num_layers) for d in ("", "_reverse")[: 1 + m.bidirectional])
     assert seqspec.infer(spec).params == n_params - biases  # torch's second bias of RNN and LSTM is folded into the first
