@@ -148,6 +148,7 @@ def _zoo():
             L.ZeroPadding1D((2, 1)),
             L.Cropping1D(1),
             L.UpSampling1D(3),
+            L.TimeDistributed(L.Dropout(0.3)),  # here, at one length: a TimeDistributed original is traced once per length (see _runner)
             L.MaxPooling1D(2, strides=1, padding="same"),
             L.AveragePooling1D(3, padding="valid"),
             L.LayerNormalization(center=False),
@@ -165,7 +166,6 @@ def _zoo():
     x = L.Bidirectional(L.LSTM(3, unit_forget_bias=False, recurrent_activation="hard_sigmoid", return_sequences=True), merge_mode="ave")(x)
     x = L.Bidirectional(L.SimpleRNN(2, return_sequences=True), merge_mode="sum")(x)
     x = L.RNN(L.GRUCell(3, reset_after=True, activation="elu"), return_sequences=True)(x)
-    x = L.TimeDistributed(L.Dropout(0.3))(x)
     x = L.GRU(5, use_bias=False, dropout=0.1, recurrent_dropout=0.2, return_sequences=True)(x)
     x = L.Activation("softmax")(x)
     x = L.ReLU()(x)
