@@ -22,14 +22,14 @@ from seqspec import _train
 
 
 def tiny(spec: seqspec.Spec, series: int = 17, steps: int = 8) -> seqspec.Spec:
-    """`spec` in float64 on a few short synthetic series in batches of 8 (8, 8, 1: an uneven last
-    batch, an empty shard for N = 2); a csv source keeps its file, in batches of 64. A synthetic spec
+    """`spec` in float64 on a few short synthetic series (or token sequences) in batches of 8 (8, 8,
+    1: an uneven last batch, an empty shard for N = 2); a csv source keeps its file, in batches of 64. A synthetic spec
     of at most 100 series is a test's own and keeps its data and batch size."""
     data = spec.train.data
     if data.source == "synthetic" and data.series <= 100:
         return spec.model_copy(update={"dtype": "float64"})
     batch = 64
-    if data.source == "synthetic":
+    if data.source in ("synthetic", "synthetic_tokens"):
         free = spec.input.shape[0] is None  # a fixed input length keeps its steps
         data = data.model_copy(update={"series": series + 10, "split": (series, 6, 4), **({"steps": steps} if free else {})})
         batch = 8

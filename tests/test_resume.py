@@ -20,6 +20,19 @@ from seqspec.cli import main
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="module", autouse=True)
+def no_plots():
+    """The in-process runs write their two .png files empty: drawing them (matplotlib's import and
+    two savefigs a run, most of a tiny run's time) proves nothing about resuming, and test_train
+    checks the plots. The Ctrl-C run, a process of its own, still draws them."""
+    from seqspec._train import RunRecord
+
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("plot_learning_curves", "plot_forecasts"):
+            mp.setattr(RunRecord, name, lambda self, path: Path(path).write_bytes(b""))
+        yield
+
+
 def write_spec(path: Path, series: int = 25, early_stopping: dict | None = None) -> Path:
     """Dropout (the random state must come back), batch norm (its moving statistics), Adam with clipnorm (its moments)."""
     doc = {
