@@ -171,6 +171,12 @@ def convert(spec: Spec, weights: dict[str, np.ndarray], shape: tuple[int, ...], 
 
 
 def _first_reason(message: str) -> str:
+    import re
+
+    # The converter prefixes each error with the MLIR location (loc(callsite(fused[...]))): keep the op and what it lacks.
+    op = re.search(r"'(tf\.\w+)' op ([^\n]*)", message)
+    if op:
+        return f"needs the TensorFlow op {op.group(1)} ({op.group(2).strip()}), which LiteRT has no builtin for (only builtin TFLite ops are allowed, no Flex)"
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     for line in lines:
         if "error:" in line:
