@@ -193,12 +193,18 @@ class ScanRecurrent(nn.Module):
         self.layer = layer
         self.make_step = _STEPS[type(layer.cell)]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def return_sequences(self) -> bool:  # Bidirectional reads it to flip the backward pass back
+        return self.layer.return_sequences
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if mask is not None:  # export refuses masked specs before tracing; never reached
+            raise ValueError("torch-export: a masked recurrent layer cannot be scanned")
         layer, dtype = self.layer, x.dtype
         # The step reads the cell's parameters here, at each call, not when the module is made:
         # torch.export swaps the parameters for traced ones while it traces.
         prepare, step, (carries,) = self.make_step(layer.cell)
-        if layer.reverse:
+        if layer.go_backwards:  # as Recurrent: read from the end, outputs in the order read
             x = x.flip(1)
         xp = prepare(x).transpose(0, 1)  # [T, B, G*u]: scan walks dim 0
         h0 = xp.new_zeros(x.shape[0], layer.cell.units)
@@ -207,7 +213,7 @@ class ScanRecurrent(nn.Module):
         seq = seq.transpose(0, 1).to(dtype)  # [B, T, u]
         if not layer.return_sequences:
             return seq[:, -1]
-        return seq.flip(1) if layer.reverse else seq
+        return seq
 
 
 def _scanned(module: nn.Module) -> nn.Module:
