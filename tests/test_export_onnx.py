@@ -75,7 +75,21 @@ def _attrs(node) -> dict:
 # --- every example spec, against both backends ----------------------------------------------------
 
 
-@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+# Specs with masks or token inputs: export refuses them (no format here carries masks yet), tested below.
+MASKED = {"sentiment_tokens"}
+UNMASKED = [p for p in SPECS if p.stem not in MASKED]
+
+
+def test_the_example_specs_with_masks_are_the_ones_named_and_export_refuses_them_in_one_line(tmp_path):
+    found = {p.stem for p in SPECS if any(layer.type in ("masking", "embedding") for layer in seqspec.load(str(p)).layers)}
+    assert found == MASKED
+    for name in sorted(MASKED):
+        with pytest.raises(seqspec.BackendError, match=r"sentiment_tokens\.yaml:\d+:\d+: layers\[0\]: export does not carry masks or token inputs yet \(embedding\)"):
+            seqspec.export(seqspec.load(str(ROOT / "specs" / f"{name}.yaml")), "onnx", tmp_path / f"{name}.onnx")
+        assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("path", UNMASKED, ids=[p.stem for p in UNMASKED])
 def test_every_example_spec_exports_and_equals_both_backends(path):
     e = exported(path.stem)
     onnx.checker.check_model(e.model, full_check=True)
@@ -94,7 +108,10 @@ def test_every_example_spec_exports_and_equals_both_backends(path):
 
 
 def test_the_onnx_target_has_a_builder_for_every_node_and_every_activation():
-    missing = [seqspec_onnx.BUILDERS.missing(c) for c in seqspec.LAYER_CLASSES + seqspec.CELL_CLASSES if c not in seqspec_onnx.BUILDERS]
+    # Masking and Embedding: seqspec.export refuses a spec with them before any builder runs.
+    unexported = (seqspec.Masking, seqspec.Embedding)
+    nodes = [c for c in seqspec.LAYER_CLASSES + seqspec.CELL_CLASSES if c not in unexported]
+    missing = [seqspec_onnx.BUILDERS.missing(c) for c in nodes if c not in seqspec_onnx.BUILDERS]
     from seqspec_onnx._activations import ACTIVATIONS
 
     missing += [ACTIVATIONS.missing(a) for a in seqspec.ACTIVATIONS if a not in ACTIVATIONS]

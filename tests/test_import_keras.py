@@ -43,7 +43,22 @@ def _prove(source, input_shape=None, lengths=LENGTHS):
 # --- every example spec: its Keras model imports back to it ----------------------------------
 
 
-@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+# Token inputs, Masking and Embedding are not read yet (issue 13 leaves them to follow issue 14):
+# the token example spec is refused by name, tested below.
+TOKENS = {"sentiment_tokens"}
+UNMASKED = [p for p in SPECS if p.stem not in TOKENS]
+
+
+def test_a_token_model_is_refused_in_one_line_naming_its_input():
+    for name in sorted(TOKENS):
+        spec = seqspec.load(str(SPECS[0].parent / f"{name}.yaml"))
+        assert spec.input.tokens
+        model = seqspec.get_backend("keras").build(spec, seqspec.initial_weights(spec))
+        with pytest.raises(seqspec.ImportRefused, match=r"its input is int32: token inputs \(Embedding, Masking\) are not imported yet"):
+            seqspec.import_model(model)
+
+
+@pytest.mark.parametrize("path", UNMASKED, ids=lambda p: p.stem)
 def test_every_example_spec_round_trips_through_its_keras_model(path):
     spec = seqspec.load(str(path))
     weights = seqspec.initial_weights(spec)

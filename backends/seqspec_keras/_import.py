@@ -622,7 +622,7 @@ def read_model(source, input_shape: Optional[list] = None) -> s.Imported:
         model(keras.Input(shape=tuple(input_shape)))
     policy = keras.backend.standardize_dtype(model.inputs[0].dtype)
     if policy not in ("float32", "float64"):
-        raise s.ImportRefused(f"model {model.name!r}: its input is {policy}; a spec model computes in float32 or float64")
+        raise s.ImportRefused(f"model {model.name!r}: its input is {policy}: token inputs (Embedding, Masking) are not imported yet; import reads float32 and float64 models")
     shape = _input_shape(model, input_shape)
     layers = _chain(model)
     if not layers:
