@@ -25,6 +25,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
 
 from ._errors import BackendError, BackendUnavailable, SpecError
+from ._masks import MAKES
 from ._spec import Spec
 
 if TYPE_CHECKING:
@@ -156,7 +157,7 @@ def refuse_masks(spec: Spec) -> None:
     one located line (the runtimes' masking differs: TFLite's fused LSTM ignores masks, ONNX has
     no mask input on its recurrent ops), rather than exported without its masks."""
     for i, layer in enumerate(spec.layers):
-        if layer.type in ("masking", "embedding"):
+        if layer.mask_rule == MAKES:  # the node's own mask rule (seqspec/_masks.py): masking, embedding
             raise BackendError(f"{spec.locate('layers', i)}: export does not carry masks or token inputs yet ({layer.type}); the spec runs on both backends, not as an artifact")
 
 
