@@ -219,6 +219,10 @@ class Backend(abc.ABC):
         """Train `model` in place to the semantics of seqspec.Plan; one record per epoch run:
         {"epoch", "loss", "val_loss", each metric and "val_" metric, "time_s"}."""
 
+    def check_threads(self) -> None:
+        """Before `seqspec check` runs, unless OMP_NUM_THREADS says otherwise: the framework's
+        threads for its small batches. Nothing by default (TensorFlow keeps its own pools)."""
+
     def start_world(self, plan: Plan) -> None:
         """Before the model is built for data-parallel training on plan.nproc workers: what the
         framework must set up first (TensorFlow's devices and strategy). Nothing by default."""

@@ -133,6 +133,12 @@ class _Layer(_Node):
 
     def output_shape(self, index: int, shape: Shape) -> Shape:
         """The output shape for an input of `shape`; ShapeError (naming `index`) if it cannot take it."""
+
+    @property
+    def trains_differently(self) -> bool:
+        """Whether training mode computes another function than inference (dropout, batch
+        statistics); `check` runs training mode only where some layer does."""
+        return False
         raise ShapeError(
             index,
             f"layer type {self.type!r} has no shape rule: define {type(self).__name__}.output_shape in seqspec/_spec.py",
@@ -190,6 +196,10 @@ class _CellKeys(_Node):
     use_bias: bool = True
     dropout: Rate = 0.0
     recurrent_dropout: Rate = 0.0
+
+    @property
+    def trains_differently(self) -> bool:
+        return self.dropout > 0 or self.recurrent_dropout > 0
 
 
 class _SimpleKeys(_CellKeys):
@@ -298,6 +308,10 @@ class _Recurrent(_Layer):
         fields = {k: getattr(self, k) for k in type(self).model_fields if k not in ("return_sequences", "go_backwards")}
         return _CELL_OF[type(self)].model_construct(**fields)
 
+    @property
+    def trains_differently(self) -> bool:
+        return self.cell_node.trains_differently
+
     def output_shape(self, index: int, shape: Shape) -> Shape:
         need_sequence(index, self, shape)
         units = self.cell_node.units
@@ -363,6 +377,10 @@ class Bidirectional(_Layer):
     mask_rule: ClassVar[str] = RECURRENT
     reversed_output: ClassVar[bool] = False  # its outputs are in input order
 
+    @property
+    def trains_differently(self) -> bool:
+        return self.layer.trains_differently
+
     @model_validator(mode="after")
     def _forward_layer_reads_forwards(self):
         if self.layer.go_backwards:
@@ -421,6 +439,10 @@ class Dropout(_SameShape):
     type: Literal["dropout"]
     rate: Rate
 
+    @property
+    def trains_differently(self) -> bool:
+        return self.rate > 0
+
 
 class ActivationLayer(_SameShape):
     type: Literal["activation"]
@@ -442,6 +464,10 @@ class TimeDistributed(_Layer):
     def arrays(self, prefix: str, shape: Shape) -> Iterator[Array]:
         """The per-step layer's arrays, under the same prefix."""
         return self.layer.arrays(prefix, shape)
+
+    @property
+    def trains_differently(self) -> bool:
+        return self.layer.trains_differently
 
 
 class Flatten(_Layer):
@@ -470,6 +496,10 @@ class BatchNorm(_SameShape):
     mask_rule: ClassVar[str] = READS  # its training moments skip masked steps, as Keras's
     momentum: float = Field(0.99, ge=0.0, le=1.0)
     epsilon: float = Field(0.001, gt=0.0)
+
+    @property
+    def trains_differently(self) -> bool:
+        return True  # batch statistics
 
     def arrays(self, prefix: str, shape: Shape) -> Iterator[Array]:
         """gamma, beta [features] (trainable); moving_mean, moving_variance [features] (not)."""

@@ -374,10 +374,6 @@ def _progress() -> Optional[Callable[[str], None]]:
 
 
 def cmd_check(args) -> int:
-    # torch (and NumPy's BLAS) on one thread unless OMP_NUM_THREADS says otherwise: check's batches
-    # of 1 and 3 are too small to share, and on a busy machine a second thread's wait at every step
-    # cost 4.2 times the CPU time over specs/ (measured under load, docs/ci.md).
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     from ._backend import get_backend
     from ._check import check
 
@@ -402,7 +398,13 @@ def cmd_check(args) -> int:
             _reports.write_junit(args.junit_xml, [], invalid)
         return code
     _quiet_frameworks()
-    get_backend("keras"), get_backend("torch")  # imported before _deep_recursion: TensorFlow resets the limit at import
+    backends = get_backend("keras"), get_backend("torch")  # imported before _deep_recursion: TensorFlow resets the limit at import
+    if "OMP_NUM_THREADS" not in os.environ:
+        # torch on one thread (check's batches of 1 and 3 are too small to share: under load a
+        # second thread's wait at every step cost 4.2 times the CPU time over specs/), but not
+        # through OMP_NUM_THREADS, which slows TensorFlow's kernels too (docs/ci.md).
+        for backend in backends:
+            backend.check_threads()
     if args.targets:
         from ._export import load_target
 

@@ -256,3 +256,15 @@ def test_weights_file_that_does_not_fit_is_one_clear_error(tmp_path, capsys):
     assert not (tmp_path / "m.pt").exists()
     assert main(["compile", str(ROOT / "specs" / "deep_rnn.yaml"), "--backend", "torch", "--weights", str(tmp_path / "none.safetensors")]) == 2
     assert "no such weights file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("layers, runs", [
+    ([{"type": "gru", "units": 3}], False),
+    ([{"type": "gru", "units": 3, "dropout": 0.2}], True),
+    ([{"type": "dense", "units": 3}, {"type": "batch_norm"}], True),
+])
+def test_check_runs_training_mode_where_a_layer_trains_differently(layers, runs):
+    said = []
+    r = check(spec_of(layers, shape=[None, 2]), progress=said.append)
+    assert r.ok, r.failures
+    assert any("training mode" in line for line in said) is runs

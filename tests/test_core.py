@@ -167,3 +167,24 @@ def test_gated_wavenet_refuses_an_activation_it_would_ignore():
     text = "seqspec: 1\nname: x\ninput: {shape: [null, 1]}\nlayers:\n  - {type: wavenet, filters: 4, gated: true, activation: relu}\n"
     with pytest.raises(seqspec.SpecError, match=r"<string>:5:5: layers\[0\]: activation applies to the simplified form"):
         seqspec.load(text)
+
+
+@pytest.mark.parametrize(
+    "layer, trains",
+    [
+        ({"type": "dense", "units": 2}, False),
+        ({"type": "dropout", "rate": 0.0}, False),
+        ({"type": "dropout", "rate": 0.2}, True),
+        ({"type": "batch_norm"}, True),
+        ({"type": "lstm", "units": 2, "return_sequences": True}, False),
+        ({"type": "gru", "units": 2, "return_sequences": True, "recurrent_dropout": 0.1}, True),
+        ({"type": "rnn", "cell": {"type": "peephole_lstm", "units": 2, "dropout": 0.1}, "return_sequences": True}, True),
+        ({"type": "bidirectional", "layer": {"type": "simple_rnn", "units": 2, "return_sequences": True}}, False),
+        ({"type": "bidirectional", "layer": {"type": "simple_rnn", "units": 2, "return_sequences": True, "dropout": 0.5}}, True),
+        ({"type": "time_distributed", "layer": {"type": "dropout", "rate": 0.5}}, True),
+        ({"type": "time_distributed", "layer": {"type": "dense", "units": 2}}, False),
+    ],
+)
+def test_a_layer_trains_differently_only_with_dropout_or_batch_statistics(layer, trains):
+    spec = spec_of([layer], shape=[None, 3])
+    assert spec.layers[0].trains_differently is trains

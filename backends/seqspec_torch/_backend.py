@@ -64,6 +64,9 @@ class TorchBackend(seqspec.Backend):
 
         return fit(spec, model, plan, train, validation)
 
+    def check_threads(self) -> None:
+        torch.set_num_threads(1)
+
     def versions(self) -> dict:
         return {"torch": torch.__version__, "torch_threads": torch.get_num_threads()}
 
