@@ -40,11 +40,22 @@ def _cases(spec: seqspec.Spec, dtype: str) -> list[np.ndarray]:
 
 def _run(module, artifact: pathlib.Path, xs: list[np.ndarray], tmp: pathlib.Path) -> list[np.ndarray]:
     """All of xs through the target's runner, in one fresh isolated process (-I: no PYTHONPATH, so no seqspec either way)."""
-    np.savez(tmp / "in.npz", **{f"x{i}": x for i, x in enumerate(xs)})
-    r = subprocess.run([sys.executable, "-I", str(module.RUNNER), str(artifact), str(tmp / "in.npz"), str(tmp / "out.npz")], capture_output=True, text=True, timeout=600)
+    return _run_many(module, [(artifact, xs)], tmp)[0]
+
+
+def _run_many(module, jobs: list[tuple[pathlib.Path, list[np.ndarray]]], tmp: pathlib.Path) -> list[list[np.ndarray]]:
+    """Each (artifact, xs) through the target's runner, all in one fresh isolated process (one start of the framework)."""
+    argv = []
+    for k, (artifact, xs) in enumerate(jobs):
+        np.savez(tmp / f"in{k}.npz", **{f"x{i}": x for i, x in enumerate(xs)})
+        argv += [str(artifact), str(tmp / f"in{k}.npz"), str(tmp / f"out{k}.npz")]
+    r = subprocess.run([sys.executable, "-I", str(module.RUNNER), *argv], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
-    with np.load(tmp / "out.npz") as out:
-        return [out[f"y{i}"] for i in range(len(xs))]
+    ys = []
+    for k, (_, xs) in enumerate(jobs):
+        with np.load(tmp / f"out{k}.npz") as out:
+            ys.append([out[f"y{i}"] for i in range(len(xs))])
+    return ys
 
 
 def _assert_agrees(spec: seqspec.Spec, weights, xs, ys, dtype: str) -> float:
@@ -68,28 +79,36 @@ def _assert_agrees(spec: seqspec.Spec, weights, xs, ys, dtype: str) -> float:
 TORCH_DYNAMIC = [("bidirectional", "float32"), ("peephole_lstm", "float32"), ("gru_textbook", "float64"), ("vector_to_sequence", "float32"), ("seq2seq_ln_rnn", "float32")]
 
 
-@pytest.fixture(scope="module", params=TORCH_DYNAMIC, ids=[f"{n}-{d}" for n, d in TORCH_DYNAMIC])
-def torch_program(request, tmp_path_factory):
-    name, dtype = request.param
-    spec = _load(name, dtype)
-    weights = random_weights(spec, 1)
-    tmp = tmp_path_factory.mktemp(f"torch-{name}")
-    assert _torch_export.needs_fixed_shape(spec, dtype) is None
-    notes = _torch_export.export_artifact(spec, weights, tmp / "m.pt2", dtype)
-    return spec, weights, dtype, tmp, notes
+@pytest.fixture(scope="module")
+def torch_programs(tmp_path_factory):
+    """Every TORCH_DYNAMIC spec exported, and all run in one fresh process: {(name, dtype): (spec, weights, dtype, folder, notes, xs, ys)}."""
+    made = {}
+    for name, dtype in TORCH_DYNAMIC:
+        spec = _load(name, dtype)
+        weights = random_weights(spec, 1)
+        tmp = tmp_path_factory.mktemp(f"torch-{name}")
+        assert _torch_export.needs_fixed_shape(spec, dtype) is None
+        notes = _torch_export.export_artifact(spec, weights, tmp / "m.pt2", dtype)
+        made[name, dtype] = (spec, weights, dtype, tmp, notes, _cases(spec, dtype))
+    ys = _run_many(_torch_export, [(m[3] / "m.pt2", m[5]) for m in made.values()], tmp_path_factory.mktemp("torch-runs"))
+    return {key: (*m, y) for (key, m), y in zip(made.items(), ys)}
+
+
+@pytest.fixture(params=TORCH_DYNAMIC, ids=[f"{n}-{d}" for n, d in TORCH_DYNAMIC])
+def torch_program(request, torch_programs):
+    return torch_programs[request.param]
 
 
 def test_torch_export_runs_without_seqspec_at_any_batch_and_length(torch_program):
-    spec, weights, dtype, tmp, notes = torch_program
-    xs = _cases(spec, dtype)
-    _assert_agrees(spec, weights, xs, _run(_torch_export, tmp / "m.pt2", xs, tmp), dtype)
+    spec, weights, dtype, tmp, notes, xs, ys = torch_program
+    _assert_agrees(spec, weights, xs, ys, dtype)
     assert all("\n" not in n for n in notes) and "dynamic" in notes[0]
 
 
 def test_torch_export_program_has_a_symbolic_time_axis_and_a_scan(torch_program):
     import torch
 
-    spec, _, _, tmp, _ = torch_program
+    spec, _, _, tmp, *_ = torch_program
     program = torch.export.load(tmp / "m.pt2")
     (x,) = [n for n in program.graph.nodes if n.op == "placeholder" and n.name == "x"]
     sizes = x.meta["val"].shape
@@ -139,20 +158,28 @@ def test_torch_export_of_a_strided_spec_needs_a_fixed_shape_and_says_where(tmp_p
 SAVED = [("peephole_lstm", "float32"), ("wavenet_gated", "float32"), ("bidirectional", "float64"), ("vector_to_sequence", "float32")]
 
 
-@pytest.fixture(scope="module", params=SAVED, ids=[f"{n}-{d}" for n, d in SAVED])
-def saved_model(request, tmp_path_factory):
-    name, dtype = request.param
-    spec = _load(name, dtype)
-    weights = random_weights(spec, 1)
-    tmp = tmp_path_factory.mktemp(f"saved-{name}")
-    notes = _saved_model.export_artifact(spec, weights, tmp / "model", dtype)
-    return spec, weights, dtype, tmp, notes
+@pytest.fixture(scope="module")
+def saved_models(tmp_path_factory):
+    """Every SAVED spec exported, and all run in one fresh process (one start of TensorFlow)."""
+    made = {}
+    for name, dtype in SAVED:
+        spec = _load(name, dtype)
+        weights = random_weights(spec, 1)
+        tmp = tmp_path_factory.mktemp(f"saved-{name}")
+        notes = _saved_model.export_artifact(spec, weights, tmp / "model", dtype)
+        made[name, dtype] = (spec, weights, dtype, tmp, notes, _cases(spec, dtype))
+    ys = _run_many(_saved_model, [(m[3] / "model", m[5]) for m in made.values()], tmp_path_factory.mktemp("saved-runs"))
+    return {key: (*m, y) for (key, m), y in zip(made.items(), ys)}
+
+
+@pytest.fixture(params=SAVED, ids=[f"{n}-{d}" for n, d in SAVED])
+def saved_model(request, saved_models):
+    return saved_models[request.param]
 
 
 def test_saved_model_runs_without_seqspec_at_any_batch_and_length(saved_model):
-    spec, weights, dtype, tmp, notes = saved_model
-    xs = _cases(spec, dtype)
-    _assert_agrees(spec, weights, xs, _run(_saved_model, tmp / "model", xs, tmp), dtype)
+    spec, weights, dtype, tmp, notes, xs, ys = saved_model
+    _assert_agrees(spec, weights, xs, ys, dtype)
     assert len(notes) == 1 and "\n" not in notes[0]
 
 
@@ -160,7 +187,7 @@ def test_saved_model_signature_is_dynamic_in_batch_and_time(saved_model):
     # In this process: the runner test already proves the load needs no seqspec.
     import tensorflow as tf
 
-    spec, _, dtype, tmp, _ = saved_model
+    spec, _, dtype, tmp, *_ = saved_model
     (x,) = tf.saved_model.load(str(tmp / "model")).signatures["serving_default"].structured_input_signature[1].values()
     assert x.shape.as_list() == [None, *spec.input.shape] and x.dtype.name == dtype
 
@@ -175,10 +202,10 @@ def litert_lstm(tmp_path_factory):
     weights = random_weights(spec, 1)
     tmp = tmp_path_factory.mktemp("litert")
     xs = _cases(spec, "float32")
-    ys, notes = [], []
+    notes = []
     for k, x in enumerate(xs):
         notes = _litert.export_artifact(spec, weights, tmp / f"m{k}.tflite", "float32", x.shape)
-        ys += _run(_litert, tmp / f"m{k}.tflite", [x], tmp)
+    ys = [y for (y,) in _run_many(_litert, [(tmp / f"m{k}.tflite", [x]) for k, x in enumerate(xs)], tmp)]
     return spec, weights, xs, ys, tmp, notes
 
 

@@ -1,4 +1,4 @@
-"""Run a .tflite export on the arrays of an .npz with LiteRT alone: python -I _run_litert.py MODEL.tflite IN.npz OUT.npz.
+"""Run a .tflite export on the arrays of an .npz with LiteRT alone: python -I _run_litert.py MODEL.tflite IN.npz OUT.npz [MODEL IN OUT ...].
 
 Standalone: it imports nothing of seqspec, and refuses to (an import blocker goes on sys.meta_path
 first), nor TensorFlow: ai_edge_litert's interpreter runs the model. Reads "x0", "x1", ... and
@@ -25,9 +25,13 @@ sys.meta_path.insert(0, _NoSeqspec())
 
 
 def main(argv):
-    if len(argv) != 3:
-        raise ValueError("usage: _run_litert.py MODEL.tflite INPUTS.npz OUTPUTS.npz")
-    model_path, inputs_path, outputs_path = argv
+    if not argv or len(argv) % 3:
+        raise ValueError("usage: _run_litert.py MODEL.tflite INPUTS.npz OUTPUTS.npz [MODEL.tflite INPUTS.npz OUTPUTS.npz ...]")
+    for k in range(0, len(argv), 3):  # several artifacts share one process
+        run(*argv[k : k + 3])
+
+
+def run(model_path, inputs_path, outputs_path):
     if not os.path.isfile(model_path):
         raise FileNotFoundError(f"{model_path}: no such file")
     import numpy as np

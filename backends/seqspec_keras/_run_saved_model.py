@@ -1,4 +1,4 @@
-"""Run a SavedModel export on the arrays of an .npz with TensorFlow alone: python -I _run_saved_model.py MODEL_DIR IN.npz OUT.npz.
+"""Run a SavedModel export on the arrays of an .npz with TensorFlow alone: python -I _run_saved_model.py MODEL_DIR IN.npz OUT.npz [MODEL IN OUT ...].
 
 Standalone: it imports nothing of seqspec, and refuses to (an import blocker goes on sys.meta_path
 first), so a run proves that the artifact needs no seqspec, nor seqspec's Keras layers. Reads
@@ -25,9 +25,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def main(argv):
-    if len(argv) != 3:
-        raise ValueError("usage: _run_saved_model.py MODEL_DIR INPUTS.npz OUTPUTS.npz")
-    model_path, inputs_path, outputs_path = argv
+    if not argv or len(argv) % 3:
+        raise ValueError("usage: _run_saved_model.py MODEL_DIR INPUTS.npz OUTPUTS.npz [MODEL_DIR INPUTS.npz OUTPUTS.npz ...]")
+    for k in range(0, len(argv), 3):  # several artifacts share one start of TensorFlow
+        run(*argv[k : k + 3])
+
+
+def run(model_path, inputs_path, outputs_path):
     if not os.path.isdir(model_path):
         raise FileNotFoundError(f"{model_path}: no such directory")
     import numpy as np

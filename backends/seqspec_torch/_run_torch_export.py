@@ -1,4 +1,4 @@
-"""Run a torch-export artifact (.pt2) on the arrays of an .npz with torch alone: python -I _run_torch_export.py MODEL.pt2 IN.npz OUT.npz.
+"""Run a torch-export artifact (.pt2) on the arrays of an .npz with torch alone: python -I _run_torch_export.py MODEL.pt2 IN.npz OUT.npz [MODEL IN OUT ...].
 
 Standalone: it imports nothing of seqspec, and refuses to (an import blocker goes on sys.meta_path
 first), so a run proves that the artifact needs no seqspec. Reads "x0", "x1", ... and writes
@@ -24,9 +24,13 @@ sys.meta_path.insert(0, _NoSeqspec())
 
 
 def main(argv):
-    if len(argv) != 3:
-        raise ValueError("usage: _run_torch_export.py MODEL.pt2 INPUTS.npz OUTPUTS.npz")
-    model_path, inputs_path, outputs_path = argv
+    if not argv or len(argv) % 3:
+        raise ValueError("usage: _run_torch_export.py MODEL.pt2 INPUTS.npz OUTPUTS.npz [MODEL.pt2 INPUTS.npz OUTPUTS.npz ...]")
+    for k in range(0, len(argv), 3):  # several artifacts share one start of torch
+        run(*argv[k : k + 3])
+
+
+def run(model_path, inputs_path, outputs_path):
     if not os.path.isfile(model_path):
         raise FileNotFoundError(f"{model_path}: no such file")
     import numpy as np
