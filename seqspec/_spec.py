@@ -133,16 +133,16 @@ class _Layer(_Node):
 
     def output_shape(self, index: int, shape: Shape) -> Shape:
         """The output shape for an input of `shape`; ShapeError (naming `index`) if it cannot take it."""
+        raise ShapeError(
+            index,
+            f"layer type {self.type!r} has no shape rule: define {type(self).__name__}.output_shape in seqspec/_spec.py",
+        )
 
     @property
     def trains_differently(self) -> bool:
         """Whether training mode computes another function than inference (dropout, batch
         statistics); `check` runs training mode only where some layer does."""
         return False
-        raise ShapeError(
-            index,
-            f"layer type {self.type!r} has no shape rule: define {type(self).__name__}.output_shape in seqspec/_spec.py",
-        )
 
     def arrays(self, prefix: str, shape: Shape) -> Iterator[Array]:
         """Its canonical arrays, named `prefix + name`, on an input of `shape` (none by default)."""
