@@ -162,10 +162,15 @@ def test_early_stopping_says_where_it_stopped_and_whose_weights_it_kept(tmp_path
     assert "Epoch 2/5" in out and "Epoch 3/5" not in out
 
 
+# Epochs of 40 batches: the signal, sent when epoch 1 (or 2) is reported, lands in a later epoch
+# long before the 50th (torch ~0.2 s an epoch here, Keras ~1 s).
+SIGNAL_DATA = {"source": "synthetic", "series": 400, "steps": 50, "split": [320, 40, 40], "seed": 5}
+
+
 def big_spec(path: Path) -> Path:
     return write_spec(
         path,
-        {"data": {"source": "synthetic", "series": 3000, "steps": 50, "split": [2600, 200, 200], "seed": 5}, "batch_size": 8},
+        {"data": SIGNAL_DATA, "batch_size": 8},
         layers=[{"type": "gru", "units": 16}, {"type": "dense", "units": 1}],
     )
 
@@ -198,7 +203,7 @@ def test_an_interrupt_under_early_stopping_writes_the_best_epochs_weights(tmp_pa
     spec = write_spec(
         tmp_path / "s.yaml",
         {
-            "data": {"source": "synthetic", "series": 3000, "steps": 50, "split": [2600, 200, 200], "seed": 5},
+            "data": SIGNAL_DATA,
             "batch_size": 8,
             "optimizer": {"type": "sgd", "learning_rate": 1e-12},
             "early_stopping": {"patience": 100},
