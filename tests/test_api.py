@@ -222,10 +222,14 @@ def test_a_fifo_is_refused_by_the_backends(tmp_path, name, suffix):
 _FRESH = textwrap.dedent(
     """
     import sys, numpy as np, seqspec
-    model = seqspec.load_model(sys.argv[1])
-    x = np.load(sys.argv[2])
-    y = model(x, training=False).numpy() if sys.argv[1].endswith(".keras") else model(__import__("torch").from_numpy(x)).detach().numpy()
-    np.save(sys.argv[3], y)
+    saved, compiled, backend, x_path, out_path = sys.argv[1:]
+    model = seqspec.load_model(saved)
+    x = np.load(x_path)
+    y = model(x, training=False).numpy() if saved.endswith(".keras") else model(__import__("torch").from_numpy(x)).detach().numpy()
+    be = seqspec.get_backend(backend)
+    m = be.load(compiled)
+    longer = np.random.default_rng(1).standard_normal((5, 31, x.shape[-1])).astype(x.dtype)
+    np.savez(out_path, saved=y, compiled=be.predict(m, x), longer=be.predict(m, longer))
     print(type(model).__module__, getattr(model, "training", None))
     """
 )
@@ -237,21 +241,33 @@ def _fresh(*args) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("name,suffix", [("keras", ".keras"), ("torch", ".pt")])
-def test_load_model_in_a_fresh_process_gives_the_saved_outputs(tmp_path, name, suffix):
+def test_saved_and_compiled_models_load_in_a_fresh_process_with_the_same_outputs(tmp_path, name, suffix):
+    """seqspec.load_model on a backend's save, and the backend's load on `seqspec compile`'s
+    output, in one fresh process (one start of the framework)."""
     pytest.importorskip(name)
     import numpy as np
 
-    spec = seqspec.load(ROOT / "specs/peephole_lstm.yaml")
+    from seqspec.cli import main
+
+    spec_path = ROOT / "specs/peephole_lstm.yaml"
+    spec = seqspec.load(spec_path)
     backend = seqspec.get_backend(name)
     model = backend.build(spec)
     x = np.random.default_rng(3).standard_normal((2, 9, spec.input.shape[1])).astype(spec.dtype)
     before = backend.predict(model, x)
     path = tmp_path / ("m" + suffix)
     backend.save(model, spec, path)
+    compiled = tmp_path / "out" / f"model{suffix}"
+    compiled.parent.mkdir()
+    assert main(["compile", str(spec_path), "--backend", name, "-o", str(compiled)]) == 0
+    assert [p.name for p in compiled.parent.iterdir()] == [compiled.name]  # nothing beside it
     np.save(tmp_path / "x.npy", x)
-    run = _fresh(_FRESH, str(path), str(tmp_path / "x.npy"), str(tmp_path / "y.npy"))
+    run = _fresh(_FRESH, str(path), str(compiled), name, str(tmp_path / "x.npy"), str(tmp_path / "y.npz"))
     assert run.returncode == 0, run.stderr[-2000:]
-    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), before, rtol=0, atol=1e-6)
+    with np.load(tmp_path / "y.npz") as y:
+        np.testing.assert_allclose(y["saved"], before, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(y["compiled"], backend.predict(backend.build(spec), x), rtol=0, atol=1e-6)
+        assert y["longer"].shape == (5, 31, 10)
     if name == "torch":
         assert run.stdout.split()[-1] == "False"  # eval mode, as seqspec.build makes it
 

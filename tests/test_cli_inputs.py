@@ -145,6 +145,8 @@ def test_a_users_keras_backend_does_not_break_the_keras_backend(value, tmp_path)
     out = _cli("compile", NEXT_LINEAR, "--backend", "keras", "-o", str(tmp_path / "m.keras"), env={"KERAS_BACKEND": value})
     assert out.returncode == 0, out.stderr[-2000:]
     assert (tmp_path / "m.keras").stat().st_size > 0
+    # and TensorFlow's import log lines stay out of the CLI's output
+    assert out.stderr == "" and out.stdout.endswith("(keras)\n")
 
 
 def test_a_framework_that_is_installed_but_broken_is_not_called_missing(tmp_path):

@@ -90,6 +90,16 @@ def torch_programs(tmp_path_factory):
         assert _torch_export.needs_fixed_shape(spec, dtype) is None
         notes = _torch_export.export_artifact(spec, weights, tmp / "m.pt2", dtype)
         made[name, dtype] = (spec, weights, dtype, tmp, notes, _cases(spec, dtype))
+    # Two more, run in the same process: hourglass at a fixed shape, one LSTM layer to compare with nn.LSTM.
+    spec = _load("hourglass")
+    weights, tmp = random_weights(spec, 1), tmp_path_factory.mktemp("torch-hourglass")
+    x = np.random.default_rng(0).standard_normal((3, 7, 1)).astype("float32")
+    made["hourglass", "fixed"] = (spec, weights, "float32", tmp, _torch_export.export_artifact(spec, weights, tmp / "m.pt2", "float32", x.shape), [x])
+    spec = _load("seq2seq_lstm")
+    spec = spec.model_copy(update={"layers": spec.layers[:1]})
+    weights, tmp = random_weights(spec, 3), tmp_path_factory.mktemp("torch-lstm")
+    xs = [np.random.default_rng(2).standard_normal((b, t, 1)).astype("float32") for b, t in ((1, 1), (3, 9), (2, 300))]
+    made["lstm", "by-hand"] = (spec, weights, "float32", tmp, _torch_export.export_artifact(spec, weights, tmp / "m.pt2", "float32"), xs)
     ys = _run_many(_torch_export, [(m[3] / "m.pt2", m[5]) for m in made.values()], tmp_path_factory.mktemp("torch-runs"))
     return {key: (*m, y) for (key, m), y in zip(made.items(), ys)}
 
@@ -116,28 +126,24 @@ def test_torch_export_program_has_a_symbolic_time_axis_and_a_scan(torch_program)
     assert any("scan" in str(n.target) for n in program.graph.nodes if n.op == "call_function")
 
 
-def test_torch_export_matches_torch_nn_lstm_written_by_hand(tmp_path):
+def test_torch_export_matches_torch_nn_lstm_written_by_hand(torch_programs):
     """Against torch.nn.LSTM itself, loaded from the canonical weights by hand (gates i, f, g, o)."""
     import torch
 
-    spec = _load("seq2seq_lstm")
-    spec = spec.model_copy(update={"layers": spec.layers[:1]})
-    w = random_weights(spec, 3)
-    _torch_export.export_artifact(spec, w, tmp_path / "m.pt2", "float32")
+    _, w, _, _, _, xs, ys = torch_programs["lstm", "by-hand"]
     lstm = torch.nn.LSTM(1, 20, batch_first=True)
     with torch.no_grad():
         lstm.weight_ih_l0.copy_(torch.from_numpy(np.concatenate([w[f"layers.0.kernel_{g}"] for g in "ifgo"], 1).T))
         lstm.weight_hh_l0.copy_(torch.from_numpy(np.concatenate([w[f"layers.0.recurrent_kernel_{g}"] for g in "ifgo"], 1).T))
         lstm.bias_ih_l0.copy_(torch.from_numpy(np.concatenate([w[f"layers.0.bias_{g}"] for g in "ifgo"])))
         lstm.bias_hh_l0.zero_()
-    xs = [np.random.default_rng(2).standard_normal((b, t, 1)).astype("float32") for b, t in ((1, 1), (3, 9), (2, 300))]
-    for x, y in zip(xs, _run(_torch_export, tmp_path / "m.pt2", xs, tmp_path)):
+    for x, y in zip(xs, ys):
         with torch.no_grad():
             ref = lstm(torch.from_numpy(x))[0].numpy()
         np.testing.assert_allclose(y, ref, atol=1e-5, rtol=0)
 
 
-def test_torch_export_of_a_strided_spec_needs_a_fixed_shape_and_says_where(tmp_path):
+def test_torch_export_of_a_strided_spec_needs_a_fixed_shape_and_says_where(tmp_path, torch_programs):
     spec = _load("hourglass")
     reason = _torch_export.needs_fixed_shape(spec, "float32")
     assert reason is not None and "\n" not in reason and "layers[0]" in reason and "hourglass.yaml:" in reason
@@ -146,11 +152,9 @@ def test_torch_export_of_a_strided_spec_needs_a_fixed_shape_and_says_where(tmp_p
     assert "\n" not in str(e.value) and "fixed input shape" in str(e.value)
     assert not (tmp_path / "m.pt2").exists()
     # At a fixed shape it exports and agrees.
-    weights = random_weights(spec, 1)
-    x = np.random.default_rng(0).standard_normal((3, 7, 1)).astype("float32")
-    notes = _torch_export.export_artifact(spec, weights, tmp_path / "m.pt2", "float32", x.shape)
+    _, weights, _, _, notes, xs, ys = torch_programs["hourglass", "fixed"]
     assert any("input fixed at [3, 7, 1]" in n for n in notes)
-    _assert_agrees(spec, weights, [x], _run(_torch_export, tmp_path / "m.pt2", [x], tmp_path), "float32")
+    _assert_agrees(spec, weights, xs, ys, "float32")
 
 
 # --- saved-model: a serving signature of [None, None, features] -------------------------------------------

@@ -543,12 +543,3 @@ def test_save_and_reload_in_a_fresh_process_gives_the_same_outputs(tmp_path):
     reloaded = np.load(tmp_path / "out.npz")
     for name in SAVED:
         np.testing.assert_array_equal(reloaded[name], expected[name], err_msg=name)
-
-
-def test_the_cli_output_carries_no_tensorflow_import_log_lines(tmp_path):
-    out = subprocess.run(
-        [sys.executable, "-m", "seqspec.cli", "compile", os.path.join(os.path.dirname(__file__), "..", "specs", "deep_rnn.yaml"), "--backend", "keras", "-o", str(tmp_path / "m.keras")],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert out.returncode == 0
-    assert out.stderr == "" and out.stdout.endswith("(keras)\n")
