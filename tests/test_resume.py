@@ -1,6 +1,6 @@
 """Checkpoints and resume: `--checkpoint-every K` writes the model, optimizer, random state and epoch
 into the run folder; `--resume DIR` continues; a stopped and resumed run (Ctrl-C included) ends
-bit-identical in float64 to one that was not stopped."""
+bit-identical in float64 to one that was not stopped, on both backends."""
 
 from __future__ import annotations
 
@@ -109,10 +109,38 @@ def test_a_resume_of_another_training_or_without_a_checkpoint_is_one_line(straig
     assert capsys.readouterr().err.strip() == f"--resume {run}: the checkpoint is of the torch backend, not keras"
 
 
-def test_keras_refuses_checkpoints_in_one_line(straight, tmp_path, capsys):
+@pytest.mark.parametrize(
+    "early_stopping, stop_at, epochs",
+    [(None, 2, 5), ({"patience": 2, "restore_best_weights": True}, 5, 8)],
+    ids=["plain", "early-stopping"],
+)
+def test_keras_resumed_run_ends_bit_identical_to_one_never_stopped(tmp_path, capsys, early_stopping, stop_at, epochs):
+    """The keras backend's checkpoint: weights and moving statistics, Adam's moments and count, the
+    dropout seed states, early stopping's best weights and counters. With early stopping (learning
+    rate 0.1), the run stops after epoch 6 keeping epoch 4's weights: the resume from epoch 5 has
+    to carry the best weights and the wait of 1 over."""
+    spec = write_spec(tmp_path / "s.yaml", early_stopping=early_stopping)
+    if early_stopping:
+        doc = json.loads(spec.read_text())
+        doc["train"]["optimizer"]["learning_rate"] = 0.1
+        spec.write_text(json.dumps(doc))
+    full, run = tmp_path / "straight", tmp_path / "run"
+    assert main(["train", str(spec), "--backend", "keras", "--epochs", str(epochs), "--out", str(full)]) == 0
+    assert main(["train", str(spec), "--backend", "keras", "--epochs", str(stop_at), "--checkpoint-every", "1", "--out", str(run)]) == 0
+    assert sorted(p.name for p in (run / "checkpoint").iterdir()) == [f"epoch-{stop_at:05d}.json", f"epoch-{stop_at:05d}.npz"]
+    with np.load(run / "checkpoint" / f"epoch-{stop_at:05d}.npz", allow_pickle=False) as state:  # arrays only: no pickle to trust
+        assert any(k.startswith("optimizer/") for k in state.files) and any(k.startswith("seeds/") for k in state.files)
+    assert main(["train", str(spec), "--backend", "keras", "--epochs", str(epochs), "--resume", str(run)]) == 0
+    assert_identical(full, run)
+    metrics = [json.loads((r / "metrics.json").read_text()) for r in (full, run)]
+    want = (6, 4) if early_stopping else (5, 5)
+    assert [(m["epochs_run"], m["weights_epoch"]) for m in metrics] == [want, want]
+
+
+def test_keras_refuses_checkpoints_under_replicas_in_one_line(straight, tmp_path, capsys):
     spec, _ = straight
-    assert main(["train", str(spec), "--backend", "keras", "--epochs", "1", "--checkpoint-every", "1", "--out", str(tmp_path / "k")]) == 2
-    assert capsys.readouterr().err.strip() == "--checkpoint-every, --resume: the keras backend writes no checkpoints yet (the torch backend does)"
+    assert main(["train", str(spec), "--backend", "keras", "--nproc", "2", "--epochs", "1", "--checkpoint-every", "1", "--out", str(tmp_path / "k")]) == 2
+    assert capsys.readouterr().err.strip() == "--checkpoint-every, --resume: the keras backend writes checkpoints in one process, not under --nproc (the torch backend does both)"
     assert not (tmp_path / "k").exists()
 
 
@@ -136,3 +164,28 @@ def test_ctrl_c_leaves_a_checkpoint_that_resumes_bit_identical(tmp_path):
     assert main(["train", str(spec), "--backend", "torch", "--resume", str(run)]) == 0
     assert main(["train", str(spec), "--backend", "torch", "--epochs", "3", "--out", str(tmp_path / "straight")]) == 0
     assert_identical(tmp_path / "straight", run)
+
+
+def test_keras_ctrl_c_leaves_a_checkpoint_that_resumes_bit_identical(tmp_path, capsys, monkeypatch):
+    """In this process: SIGINT raised as epoch 2 ends (the schedule, every 10, writes none) stops
+    training at the next batch; the interrupt writes epoch 2's checkpoint; the resume ends as a run
+    never stopped."""
+    from seqspec_keras import _resume
+
+    spec = write_spec(tmp_path / "s.yaml")
+    run, full = tmp_path / "run", tmp_path / "straight"
+    assert main(["train", str(spec), "--backend", "keras", "--epochs", "4", "--out", str(full)]) == 0
+    real = _resume.Checkpoints.on_epoch_end
+
+    def on_epoch_end(self, epoch, logs=None):
+        real(self, epoch, logs)
+        if epoch == 1:
+            signal.raise_signal(signal.SIGINT)
+
+    with monkeypatch.context() as m:
+        m.setattr(_resume.Checkpoints, "on_epoch_end", on_epoch_end)
+        assert main(["train", str(spec), "--backend", "keras", "--epochs", "4", "--checkpoint-every", "10", "--out", str(run)]) == 130
+    assert json.loads((run / "metrics.json").read_text())["interrupted"] is True
+    assert sorted(p.name for p in (run / "checkpoint").iterdir()) == ["epoch-00002.json", "epoch-00002.npz"]
+    assert main(["train", str(spec), "--backend", "keras", "--resume", str(run)]) == 0
+    assert_identical(full, run)

@@ -29,8 +29,8 @@ def start_world(plan: s.Plan) -> None:
     """Make the strategy for plan.nproc replicas, before TensorFlow's devices are first used: N GPUs
     when there are that many, else N logical devices on the CPU; under TF_CONFIG one replica per worker."""
     global _strategy
-    if plan.checkpoint is not None:  # before the model is built: nothing is trained to be lost
-        raise s.SpecError("--checkpoint-every, --resume: the keras backend writes no checkpoints yet (the torch backend does)")
+    if plan.checkpoint is not None and plan.nproc > 1:  # before the model is built: nothing is trained to be lost
+        raise s.SpecError("--checkpoint-every, --resume: the keras backend writes checkpoints in one process, not under --nproc (the torch backend does both)")
     if plan.nproc <= 1:
         _strategy = None
         return

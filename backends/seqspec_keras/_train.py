@@ -6,13 +6,14 @@ import time
 from typing import Optional
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
 import seqspec as s
 from seqspec import Plan, Split
 
-from . import _distributed
+from . import _distributed, _resume
 
 EVAL_BATCH = 1024  # validation batch size: only speed depends on it, the mean is over every value
 
@@ -85,12 +86,13 @@ def compile_model(model: keras.Model, spec: s.Spec, plan: Plan) -> None:
     )
 
 
-def batches(split: Split, plan: Plan):
+def batches(split: Split, plan: Plan, first: int = 0):
     """Every epoch's batches of training series in the plan's order (the torch backend's order),
-    one epoch after the other. A generator, not a PyDataset: Keras reads a PyDataset ahead (a
-    whole extra pass before the first epoch), so its on_epoch_end cannot keep the epochs in step."""
+    one epoch after the other, from epoch `first` (a resumed run's). A generator, not a PyDataset:
+    Keras reads a PyDataset ahead (a whole extra pass before the first epoch), so its on_epoch_end
+    cannot keep the epochs in step."""
     n, bs = len(split.x), plan.batch_size
-    for epoch in range(plan.epochs):
+    for epoch in range(first, plan.epochs):
         order = plan.order(n, epoch)
         for i in range(0, n, bs):
             idx = order[i : i + bs]
@@ -168,28 +170,45 @@ def fit(spec: s.Spec, model: keras.Model, plan: Plan, train: Split, validation: 
     # the traced step, which TensorFlow then traces twice, once to lift the new variables out
     # (1.2 s of a 7 s two-epoch fit of conv_gru). The same zeros, made eagerly.
     model.optimizer.build(model.trainable_variables)
+    # The dropout layers' seed generators drew their states when the model was built, from
+    # Python's global generator: a second run in one process drew others. From the plan's seed
+    # instead, every run of a spec draws the same masks (and a resumed run its checkpoint's).
+    _resume.seed_dropout(model, plan.seed)
+    resumed = _resume.read(plan.checkpoint)
+    if resumed is not None:
+        _resume.restore_model(plan.checkpoint, resumed, model)
+    first = 0 if resumed is None else resumed["epoch"]
     # A dataset, not arrays: Keras casts float64 arrays to float32 (floatx), a dataset keeps the spec's dtype.
     val = tf.data.Dataset.from_tensor_slices((validation.x, validation.y)).batch(EVAL_BATCH)
-    return _fit(spec, model, plan, batches(train, plan), val, len(train.x))
+    return _fit(spec, model, plan, batches(train, plan, first), val, len(train.x), resumed=resumed)
 
 
-def _fit(spec: s.Spec, model: keras.Model, plan: Plan, data, val, n: int, first: list = ()) -> list[dict]:
+def _fit(spec: s.Spec, model: keras.Model, plan: Plan, data, val, n: int, first: list = (), resumed: Optional[dict] = None) -> list[dict]:
     es = plan.early_stopping
     restores = es is not None and es.restore_best_weights
     n_batches = plan.batches(n)
+    start = 0 if resumed is None else resumed["epoch"]
     with s.stop_on_signals() as stop:
         loop = _Loop(spec, plan, n_batches, stop, keep_last=not restores)
+        if resumed is not None:
+            loop.records = [dict(r) for r in resumed["records"]]
+            loop.last_weights = None if restores else [np.array(w) for w in resumed["weights"]]
         # First, so that a nan epoch stops training before EarlyStopping records it.
         callbacks: list[keras.callbacks.Callback] = [*first, loop]
         stopper = None
         if es is not None:
             stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=es.patience, restore_best_weights=es.restore_best_weights)
             callbacks.append(stopper)
+        saver = None
+        if plan.checkpoint is not None:  # after early stopping, whose counters it records
+            saver = _resume.Checkpoints(spec, plan, stopper, loop.records, start, None if resumed is None else resumed["early_stopping"])
+            callbacks.append(saver)
         try:
             model.fit(
                 data,
                 steps_per_epoch=n_batches,  # the generator runs on from one epoch to the next
                 epochs=plan.epochs,
+                initial_epoch=start,
                 shuffle=False,  # the generator yields the plan's order already
                 validation_data=val,
                 callbacks=callbacks,
@@ -197,6 +216,8 @@ def _fit(spec: s.Spec, model: keras.Model, plan: Plan, data, val, n: int, first:
             )
         except (_Stop, KeyboardInterrupt):
             loop.close()
+            if saver is not None:
+                saver.save()  # Ctrl-C leaves a checkpoint of the last completed epoch to resume
             # Keras's on_train_end (where EarlyStopping restores) does not run when fit is left by an exception.
             restored = None
             if restores and stopper is not None and stopper.best_weights is not None:
