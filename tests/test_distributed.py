@@ -194,3 +194,21 @@ def test_keras_refuses_dropout_under_replicas(tmp_path):
     with pytest.raises(SpecError, match=r"layers\[0\]"):
         refuse_dropout(seqspec.load(specs[1]))
     refuse_dropout(seqspec.load(specs[2]))  # no dropout: trained
+
+
+def test_keras_refuses_tf_config_across_workers_in_one_line(monkeypatch):
+    """Two workers under TF_CONFIG fail inside Keras's fit (docs/scale.md): refused before any strategy is made."""
+    import dataclasses
+
+    import seqspec
+    from seqspec import _train
+    from seqspec_keras import _distributed
+
+    config = {"cluster": {"worker": ["localhost:1", "localhost:2"]}, "task": {"type": "worker", "index": 0}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(config))
+    spec = seqspec.load(ROOT / "specs" / "seq2seq_lstm.yaml")
+    plan = dataclasses.replace(_train.make_plan(spec, epochs=1), nproc=2)
+    with pytest.raises(seqspec.BackendError) as e:
+        _distributed.start_world(plan)
+    assert "\n" not in str(e.value) and str(e.value).startswith("TF_CONFIG: the keras backend cannot train across 2 workers yet")
+    assert _distributed.strategy() is None

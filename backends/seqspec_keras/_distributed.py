@@ -37,7 +37,13 @@ def start_world(plan: s.Plan) -> None:
     if _strategy is not None and _strategy.num_replicas_in_sync == plan.nproc:
         return
     if os.environ.get("TF_CONFIG"):
-        _strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        # Measured with two workers on one host (2026-12-02): Keras 3.15's fit fails on
+        # MultiWorkerMirroredStrategy before the first step (its symbolic build reduces the first
+        # per-replica batch: "Attempt to convert a value (PerReplica...) to a Tensor").
+        raise s.BackendError(
+            f"TF_CONFIG: the keras backend cannot train across {plan.nproc} workers yet (Keras's fit fails on "
+            "MultiWorkerMirroredStrategy's first batch); use --backend torch with torchrun across hosts, or --nproc on one host"
+        )
     else:
         gpus = tf.config.list_physical_devices("GPU")
         if len(gpus) >= plan.nproc:
