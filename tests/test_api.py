@@ -240,10 +240,11 @@ def _fresh(*args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", *args], capture_output=True, text=True, env=env, timeout=300)
 
 
-@pytest.mark.parametrize("name,suffix", [("keras", ".keras"), ("torch", ".pt")])
+@pytest.mark.parametrize("name,suffix", [("torch", ".pt")])
 def test_saved_and_compiled_models_load_in_a_fresh_process_with_the_same_outputs(tmp_path, name, suffix):
     """seqspec.load_model on a backend's save, and the backend's load on `seqspec compile`'s
-    output, in one fresh process (one start of the framework)."""
+    output, in one fresh process (one start of the framework). Keras's: in tests/test_keras_backend.py's
+    fresh process, beside the custom layers'."""
     pytest.importorskip(name)
     import numpy as np
 

@@ -76,20 +76,27 @@ def _assert_agrees(spec: seqspec.Spec, weights, xs, ys, dtype: str) -> float:
 
 # --- torch-export: dynamic batch and time, one artifact for every case ------------------------------------
 
+def _export_each(cases, module, artifact: str, tmp_path_factory) -> dict:
+    """{(name, dtype): (spec, weights, dtype, folder, notes, xs)}: each case exported by `module` into folder/artifact, with check's inputs."""
+    made = {}
+    for name, dtype in cases:
+        spec = _load(name, dtype)
+        weights = random_weights(spec, 1)
+        tmp = tmp_path_factory.mktemp(f"{module.__name__.rpartition('_')[2]}-{name}")
+        notes = module.export_artifact(spec, weights, tmp / artifact, dtype)
+        made[name, dtype] = (spec, weights, dtype, tmp, notes, _cases(spec, dtype))
+    return made
+
+
 TORCH_DYNAMIC = [("bidirectional", "float32"), ("peephole_lstm", "float32"), ("gru_textbook", "float64"), ("vector_to_sequence", "float32"), ("seq2seq_ln_rnn", "float32")]
 
 
 @pytest.fixture(scope="module")
 def torch_programs(tmp_path_factory):
     """Every TORCH_DYNAMIC spec exported, and all run in one fresh process: {(name, dtype): (spec, weights, dtype, folder, notes, xs, ys)}."""
-    made = {}
     for name, dtype in TORCH_DYNAMIC:
-        spec = _load(name, dtype)
-        weights = random_weights(spec, 1)
-        tmp = tmp_path_factory.mktemp(f"torch-{name}")
-        assert _torch_export.needs_fixed_shape(spec, dtype) is None
-        notes = _torch_export.export_artifact(spec, weights, tmp / "m.pt2", dtype)
-        made[name, dtype] = (spec, weights, dtype, tmp, notes, _cases(spec, dtype))
+        assert _torch_export.needs_fixed_shape(_load(name, dtype), dtype) is None
+    made = _export_each(TORCH_DYNAMIC, _torch_export, "m.pt2", tmp_path_factory)
     # Two more, run in the same process: hourglass at a fixed shape, one LSTM layer to compare with nn.LSTM.
     spec = _load("hourglass")
     weights, tmp = random_weights(spec, 1), tmp_path_factory.mktemp("torch-hourglass")
@@ -165,13 +172,7 @@ SAVED = [("peephole_lstm", "float32"), ("wavenet_gated", "float32"), ("bidirecti
 @pytest.fixture(scope="module")
 def saved_models(tmp_path_factory):
     """Every SAVED spec exported, and all run in one fresh process (one start of TensorFlow)."""
-    made = {}
-    for name, dtype in SAVED:
-        spec = _load(name, dtype)
-        weights = random_weights(spec, 1)
-        tmp = tmp_path_factory.mktemp(f"saved-{name}")
-        notes = _saved_model.export_artifact(spec, weights, tmp / "model", dtype)
-        made[name, dtype] = (spec, weights, dtype, tmp, notes, _cases(spec, dtype))
+    made = _export_each(SAVED, _saved_model, "model", tmp_path_factory)
     ys = _run_many(_saved_model, [(m[3] / "model", m[5]) for m in made.values()], tmp_path_factory.mktemp("saved-runs"))
     return {key: (*m, y) for (key, m), y in zip(made.items(), ys)}
 

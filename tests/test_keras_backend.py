@@ -529,17 +529,41 @@ def test_save_and_reload_in_a_fresh_process_gives_the_same_outputs(tmp_path):
     np.testing.assert_array_equal(BACKEND.predict(BACKEND.load(str(tmp_path / "partial.tmp")), x), expected[name])
 
     np.save(tmp_path / "x.npy", x)
+    # In the same fresh process: seqspec.load_model on a save, and the backend's load on `seqspec
+    # compile`'s output (tests/test_api.py does both for torch).
+    from seqspec.cli import main
+
+    peephole = os.path.join(os.path.dirname(__file__), "..", "specs", "peephole_lstm.yaml")
+    p_spec = seqspec.load(peephole)
+    p_model = BACKEND.build(p_spec)
+    px = np.random.default_rng(3).standard_normal((2, 9, 1)).astype("float32")
+    BACKEND.save(p_model, p_spec, str(tmp_path / "saved.keras"))
+    (tmp_path / "out").mkdir()
+    assert main(["compile", peephole, "--backend", "keras", "-o", str(tmp_path / "out" / "model.keras")]) == 0
+    assert os.listdir(tmp_path / "out") == ["model.keras"]  # nothing beside it
+    np.save(tmp_path / "px.npy", px)
     code = textwrap.dedent(
         """\
-        import sys, numpy as np, keras, seqspec_keras
+        import sys, numpy as np, keras, seqspec, seqspec_keras
         d = sys.argv[1]
         x = np.load(d + "/x.npy")
         out = {name: seqspec_keras.backend.predict(keras.saving.load_model(f"{d}/{name}.keras"), x) for name in sys.argv[2:]}
+        px = np.load(d + "/px.npy")
+        out["load_model"] = seqspec.load_model(d + "/saved.keras")(px, training=False).numpy()
+        be = seqspec.get_backend("keras")
+        compiled = be.load(d + "/out/model.keras")
+        out["compiled"] = be.predict(compiled, px)
+        out["longer"] = be.predict(compiled, np.random.default_rng(1).standard_normal((5, 31, 1)).astype("float32"))
         np.savez(d + "/out.npz", **out)
         """
     )
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    subprocess.run([sys.executable, "-c", code, str(tmp_path), *SAVED], check=True, env=env, capture_output=True)
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path), *SAVED], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
     reloaded = np.load(tmp_path / "out.npz")
     for name in SAVED:
         np.testing.assert_array_equal(reloaded[name], expected[name], err_msg=name)
+    want = BACKEND.predict(p_model, px)
+    np.testing.assert_allclose(reloaded["load_model"], want, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(reloaded["compiled"], want, rtol=0, atol=1e-6)  # compile writes the same seeded weights
+    assert reloaded["longer"].shape == (5, 31, 10)

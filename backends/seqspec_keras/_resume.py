@@ -1,4 +1,4 @@
-"""Checkpoints of a Keras training run, and exact resume (seqspec._checkpoint writes the record).
+"""Checkpoints of a Keras training run, and exact resume (the core writes the checkpoint's record).
 
 A checkpoint is one .npz (no pickles: np.load(allow_pickle=False) reads it): the model's weights
 (batch-norm moving statistics included), the optimizer's variables (its iteration count, moments,
