@@ -54,6 +54,7 @@ class Imported:
     description: str = ""
     notes: list[str] = dataclasses.field(default_factory=list)
     exact: dict[str, dict] = dataclasses.field(default_factory=dict)
+    input_dtype: Optional[str] = None  # int32 or int64 for token ids (input_shape is then [time])
 
 
 def spec_name(text: str) -> str:
@@ -173,7 +174,7 @@ def document(imported: Imported) -> dict:
         doc["description"] = imported.description
     if imported.dtype != "float32":
         doc["dtype"] = imported.dtype
-    doc["input"] = {"shape": list(imported.input_shape)}
+    doc["input"] = {"shape": list(imported.input_shape), **({"dtype": imported.input_dtype} if imported.input_dtype else {})}
     doc["layers"] = imported.layers
     return doc
 
@@ -192,6 +193,8 @@ def spec_text(spec: "Spec") -> str:
         elif key == "input":
             lines.append("input:")
             lines.append(f"  shape: {_flow(data['input']['shape'])}")
+            if "dtype" in data["input"]:
+                lines.append(f"  dtype: {data['input']['dtype']}")
         else:
             lines.append(f"{key}: {_flow(data[key])}")
     return "\n".join(lines) + "\n"
@@ -267,7 +270,8 @@ def prove_import(
     import numpy as np
 
     from ._backend import get_backend
-    from ._check import TOLERANCE, _accepts, _diff, _limit, _with_dtype, input_lengths
+    from ._check import MASKED_BATCH, TOLERANCE, _accepts, _diff, _limit, _with_dtype, input_lengths
+    from ._inputs import draw_inputs, mask_patterns
 
     if lengths is not None and len(spec.input.shape) == 2:
         refused = [t for t in lengths if not _accepts(spec, t)]
@@ -285,10 +289,12 @@ def prove_import(
         tol = TOLERANCE[dtype]
         result.tolerance[dtype] = tol
         result.max_abs_diff[dtype] = {b.name: 0.0 for b in backends}
+        # check's inputs: token ids for an embedding, and for a model that makes a mask its masked
+        # batches too (masked at the end and anywhere), where the original's mask handling shows.
+        cases = [(b, None) for b in PROOF_BATCHES] + [(MASKED_BATCH, p) for p in mask_patterns(typed) if p is not None]
         for t in lengths or input_lengths(typed):
-            for batch in PROOF_BATCHES:
-                shape = (batch,) + ((t,) if t is not None else ()) + (spec.input.shape[-1],)
-                x = rng.standard_normal(shape).astype(dtype)
+            for batch, pattern in cases:
+                x = draw_inputs(typed, rng, batch, t, pattern)
                 want = np.asarray(original(x))
                 result.cases.append((dtype, batch, t))
                 for backend, model in models:
@@ -298,7 +304,7 @@ def prove_import(
                     if d > _limit(tol, want):
                         shapes = "" if want.shape == got.shape else f" (shapes {want.shape} and {got.shape})"
                         result.failures.append(
-                            f"{backend.name} [{dtype}] differs from the original by {d:.3g} at batch {batch}, length {t}{shapes} (tolerance {_limit(tol, want):.3g})"
+                            f"{backend.name} [{dtype}] differs from the original by {d:.3g} at batch {batch}, length {t}{', masked ' + pattern if pattern else ''}{shapes} (tolerance {_limit(tol, want):.3g})"
                         )
     return result
 

@@ -43,19 +43,7 @@ def _prove(source, input_shape=None, lengths=LENGTHS):
 # --- every example spec: its Keras model imports back to it ----------------------------------
 
 
-# Token inputs, Masking and Embedding are not read yet (issue 13 leaves them to follow issue 14):
-# the token example spec is refused by name, tested below.
-TOKENS = {"sentiment_tokens"}
-UNMASKED = [p for p in SPECS if p.stem not in TOKENS]
-
-
-def test_a_token_model_is_refused_in_one_line_naming_its_input():
-    for name in sorted(TOKENS):
-        spec = seqspec.load(str(SPECS[0].parent / f"{name}.yaml"))
-        assert spec.input.tokens
-        model = seqspec.get_backend("keras").build(spec, seqspec.initial_weights(spec))
-        with pytest.raises(seqspec.ImportRefused, match=r"its input is int32: token inputs \(Embedding, Masking\) are not imported yet"):
-            seqspec.import_model(model)
+UNMASKED = SPECS  # the token example spec (embedding with mask_zero) round-trips too
 
 
 @pytest.mark.parametrize("path", UNMASKED, ids=lambda p: p.stem)
@@ -387,3 +375,33 @@ def test_a_disagreeing_import_is_exit_1_and_writes_nothing(textbook_files, tmp_p
     said = capsys.readouterr().out
     assert "FAILED" in said and "differs from the original by" in said
     assert not out.exists() and not out.with_suffix(".safetensors").exists()
+
+
+# --- masks and tokens --------------------------------------------------------------------------
+
+
+def _masked_models():
+    masking = keras.Sequential([keras.Input((None, 3)), L.Masking(0.5), L.LSTM(4, return_sequences=True), L.TimeDistributed(L.Dense(2))], name="masked")
+    tokens = keras.Sequential([keras.Input((None,), dtype="int32"), L.Embedding(20, 5, mask_zero=True), L.Bidirectional(L.GRU(3)), L.Dense(1, activation="sigmoid")], name="tokens")
+    plain_ids = keras.Sequential([keras.Input((None,), dtype="int64"), L.Embedding(9, 4), L.SimpleRNN(3)], name="ids")
+    return {"masking": masking, "embedding_mask_zero": tokens, "embedding": plain_ids}
+
+
+@pytest.mark.parametrize("name", ["masking", "embedding_mask_zero", "embedding"])
+def test_masking_and_embedding_models_import_and_agree_on_masked_batches(name):
+    model = _masked_models()[name]
+    spec, imported, result = _prove(model)
+    assert result.ok, result.failures
+    first = spec.layers[0]
+    if name == "masking":
+        assert first.type == "masking" and first.mask_value == 0.5 and spec.input.shape == [None, 3]
+    else:
+        assert first.type == "embedding" and spec.input.tokens and spec.input.dtype == ("int32" if name != "embedding" else "int64")
+        assert first.mask_zero is (name == "embedding_mask_zero")
+        np.testing.assert_array_equal(imported.weights["layers.0.embeddings"], model.layers[0].embeddings.numpy())
+    # The proof fed masked batches wherever the model makes a mask (6 rows, masked at the end and anywhere).
+    masked_rows = [c for c in result.cases if c[1] == 6]
+    assert bool(masked_rows) is (name != "embedding")
+    assert set(result.max_abs_diff) == {"float32", "float64"}
+    text = spec_text(spec)
+    assert ("dtype: int" in text) is (name != "masking")

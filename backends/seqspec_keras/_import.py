@@ -19,7 +19,8 @@ IGNORED = {
     "name", "trainable", "dtype", "seed", "unroll", "use_cudnn", "build_config", "implementation",
     "kernel_initializer", "recurrent_initializer", "bias_initializer", "beta_initializer", "gamma_initializer",
     "moving_mean_initializer", "moving_variance_initializer", "embeddings_initializer",
-    # Acts only on masked steps; seqspec has no masks yet (masking is being added on another branch).
+    # Acts only on masked steps (Bidirectional sets it on the layers it wraps); the proof feeds
+    # masked batches to every model that makes a mask, so a difference there fails the import.
     "zero_output_for_mask",
     "synchronized",  # cross-replica batch statistics in training: the same function on one device
 }
@@ -401,9 +402,28 @@ def wavenet(layer, notes: list[str]) -> dict:
     return doc
 
 
-# Each Keras layer class to its reader. Masking and Embedding come with the masking branch:
-# add `keras.layers.Masking: masking` and `keras.layers.Embedding: embedding` here.
+def masking(layer, notes: list[str]) -> dict:
+    o = Options(layer)
+    doc = {"type": "masking", "mask_value": float(o["mask_value"])}
+    o.finish(notes)
+    return doc
+
+
+def embedding(layer, notes: list[str]) -> dict:
+    o = Options(layer)
+    o.require("lora_rank", None, "(a LoRA adapter) has no spec equivalent")
+    o.require("quantization_config", None, "(a quantized layer) has no spec equivalent")
+    o.require("sparse", False, "(sparse gradients) has no spec equivalent")
+    o.used.update(("lora_alpha", "input_length"))
+    doc = {"type": "embedding", "input_dim": int(o["input_dim"]), "output_dim": int(o["output_dim"]), "mask_zero": bool(o["mask_zero"])}
+    o.finish(notes)
+    return doc
+
+
+# Each Keras layer class to its reader.
 READERS: dict[type, Callable] = {
+    keras.layers.Masking: masking,
+    keras.layers.Embedding: embedding,
     keras.layers.SimpleRNN: recurrent,
     keras.layers.LSTM: recurrent,
     keras.layers.GRU: recurrent,
@@ -483,6 +503,13 @@ def _chain(model, where: str = "") -> list:
             op, node_index, _ = tensor._keras_history
             node = op._inbound_nodes[node_index]
             inputs = list(node.input_tensors)
+            if len(inputs) > 1:
+                # The mask a layer receives is an input of its node too (keyword `mask`): the chain
+                # follows the positional one. The mask itself comes from the spec's own layers.
+                positional = [t for t in keras.tree.flatten(node.arguments.args) if isinstance(t, keras.KerasTensor)]
+                masks = [t for t in keras.tree.flatten(node.arguments.kwargs.get("mask")) if isinstance(t, keras.KerasTensor)]
+                if len(positional) == 1 and len(positional) + len(masks) == len(inputs):
+                    inputs = positional
             if len(inputs) != 1:
                 raise s.ImportRefused(f"{_label(op)}: takes {len(inputs)} inputs; a spec is one chain (no merges, skips or branches)")
             if isinstance(op, keras.layers.InputLayer):
@@ -510,13 +537,17 @@ def _chain(model, where: str = "") -> list:
     return out
 
 
-def _input_shape(model, input_shape: Optional[list]) -> list:
+def _input_shape(model, input_shape: Optional[list], tokens: bool = False) -> list:
     shape = list(model.inputs[0].shape[1:])
     if input_shape is not None:
         given = list(input_shape)
         if len(given) != len(shape) or any(g != m and m is not None for g, m in zip(given, shape)):
             raise s.ImportRefused(f"--input-shape {given}: the model {model.name!r} takes {shape}")
         shape = given
+    if tokens:
+        if len(shape) != 1:
+            raise s.ImportRefused(f"model {model.name!r}: its integer input {[None] + shape} is not [batch, time] of token ids")
+        return shape
     if not 1 <= len(shape) <= 2 or shape[-1] is None:
         raise s.ImportRefused(f"model {model.name!r}: its input {[None] + shape} is not [batch, time, features] or [batch, features] with known features")
     return shape
@@ -565,7 +596,8 @@ def _float64_copy(model) -> Optional[keras.Model]:
         wide.set_weights([np.asarray(w, dtype=np.float64) if np.asarray(w).dtype == np.float32 else w for w in model.get_weights()])
     except Exception:  # a config Keras cannot rebuild: the proof runs in float32 only
         return None
-    if keras.backend.standardize_dtype(wide.inputs[0].dtype) != "float64":
+    first = wide.inputs[0].dtype if not _chain(wide) else _chain(wide)[0].dtype_policy.compute_dtype
+    if keras.backend.standardize_dtype(first) != "float64":  # token ids stay integers; the layers must widen
         return None
     return wide
 
@@ -621,12 +653,16 @@ def read_model(source, input_shape: Optional[list] = None) -> s.Imported:
             raise s.ImportRefused(f"model {model.name!r}: is not built; give its input shape (--input-shape TIME,FEATURES)")
         model(keras.Input(shape=tuple(input_shape)))
     policy = keras.backend.standardize_dtype(model.inputs[0].dtype)
-    if policy not in ("float32", "float64"):
-        raise s.ImportRefused(f"model {model.name!r}: its input is {policy}: token inputs (Embedding, Masking) are not imported yet; import reads float32 and float64 models")
-    shape = _input_shape(model, input_shape)
     layers = _chain(model)
     if not layers:
         raise s.ImportRefused(f"model {model.name!r}: has no layers")
+    input_dtype = None
+    if policy in ("int32", "int64"):  # token ids: the model computes in its first layer's dtype
+        input_dtype = policy
+        policy = keras.backend.standardize_dtype(layers[0].dtype_policy.compute_dtype)
+    if policy not in ("float32", "float64"):
+        raise s.ImportRefused(f"model {model.name!r}: its input is {policy}: import reads float32 and float64 models, and int32 or int64 token ids")
+    shape = _input_shape(model, input_shape, tokens=input_dtype is not None)
     notes: list[str] = []
     docs = []
     for layer in layers:
@@ -637,7 +673,8 @@ def read_model(source, input_shape: Optional[list] = None) -> s.Imported:
         if reader is None:
             raise s.ImportRefused(f"{_label(layer)}: has no spec equivalent (the layers that map are listed in docs/import.md)")
         docs.append(reader(layer, notes))
-    doc = {"seqspec": 1, "name": "imported", "dtype": policy, "input": {"shape": shape}, "layers": docs}
+    given = {"shape": shape, **({"dtype": input_dtype} if input_dtype else {})}
+    doc = {"seqspec": 1, "name": "imported", "dtype": policy, "input": given, "layers": docs}
     try:
         spec = s.load(json.dumps(doc))
     except s.SpecError as e:
@@ -653,4 +690,4 @@ def read_model(source, input_shape: Optional[list] = None) -> s.Imported:
         wide = _float64_copy(model)
         if wide is not None:
             run["float64"] = _runner(wide)
-    return s.Imported(name=s.spec_name(model.name), input_shape=shape, layers=docs, weights=weights, run=run, dtype=policy, notes=notes)
+    return s.Imported(name=s.spec_name(model.name), input_shape=shape, layers=docs, weights=weights, run=run, dtype=policy, notes=notes, input_dtype=input_dtype)
