@@ -115,7 +115,11 @@ def main(argv=None) -> int:
             want = model(xt).numpy()
         diffs = {"onnx": float(np.max(np.abs(session.run(None, {"x": x})[0] - want)))}
         if have_pt2:
-            seqspec.export(spec, "torch-export", work / f"{name}.pt2")
+            from seqspec_torch._torch_export import needs_fixed_shape
+
+            # A stride or upsampling: the program is exported at the benchmark's own input shape.
+            fixed = tuple(x.shape) if needs_fixed_shape(spec, spec.dtype) else None
+            seqspec.export(spec, "torch-export", work / f"{name}.pt2", shape=fixed)
             program = torch.export.load(str(work / f"{name}.pt2")).module()
 
             def run_pt2():
