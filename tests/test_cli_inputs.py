@@ -261,7 +261,7 @@ def _depth() -> int:
 def test_a_keras_graph_deeper_than_the_recursion_limit_compiles(tmp_path, capsys, monkeypatch):
     # Keras's graph walk recurses once per layer: TensorFlow's limit of 3,000 stops it near 2,500
     # layers. The same walk at a tenth of the size, under a limit lowered to match: it fails
-    # without the CLI's room for it, and compiles with it (23.5 s for 3,000 layers, 3 s for 300).
+    # without the CLI's room for it, and compiles with it (34.5 s in the suite for 3,000 layers, 3 s for 300).
     n = 300
     spec = tmp_path / "deep.yaml"
     spec.write_text("seqspec: 1\nname: deep\ninput:\n  shape: [null, 1]\nlayers:\n" + "  - {type: dense, units: 1}\n" * n)

@@ -162,8 +162,8 @@ def test_early_stopping_says_where_it_stopped_and_whose_weights_it_kept(tmp_path
     assert "Epoch 2/5" in out and "Epoch 3/5" not in out
 
 
-# Epochs of 40 batches: the signal, sent when epoch 1 (or 2) is reported, lands in a later epoch
-# long before the 50th (torch ~0.2 s an epoch here, Keras ~1 s).
+# Epochs of 40 batches: the signal, sent when epoch 1 (or 2) is reported, lands in a later epoch,
+# long before the 50th.
 SIGNAL_DATA = {"source": "synthetic", "series": 400, "steps": 50, "split": [320, 40, 40], "seed": 5}
 
 

@@ -14,7 +14,7 @@ import tensorflow as tf
 import seqspec
 from seqspec import BackendError, Spec
 
-from . import _weights
+from . import _resume, _weights
 from ._builders import BACKEND_NAME, BUILDERS, build_model
 from ._layers import ACTIVATIONS
 from ._weights import WEIGHT_MAPS, model_bindings
@@ -145,13 +145,8 @@ class KerasBackend(seqspec.Backend):
         The model's state is put back afterwards, so that the pass leaves no trace: batch-norm
         moving statistics and the dropout seed generators are restored.
         """
-        weights = {id(v) for v in model.weights}
-        # A model's variables that are not weights are the dropout layers' seed-generator states.
-        seed_states = [v for v in model.variables if id(v) not in weights]
-        state = [(v, v.numpy()) for v in model.non_trainable_weights + seed_states]
-        rng = np.random.default_rng(seed)
-        for v in seed_states:
-            v.assign(np.array([rng.integers(0, 2**31 - 1), 0], dtype=keras.backend.standardize_dtype(v.dtype)))
+        state = [(v, v.numpy()) for v in model.non_trainable_weights + _resume.seed_states(model)]
+        _resume.seed_dropout(model, seed)
         try:
             dtype = _input_dtype(model)
             return _numpy(_compiled(model, True)(tf.convert_to_tensor(np.asarray(x, dtype=dtype))), _output_dtype(model))

@@ -596,7 +596,8 @@ def _float64_copy(model) -> Optional[keras.Model]:
         wide.set_weights([np.asarray(w, dtype=np.float64) if np.asarray(w).dtype == np.float32 else w for w in model.get_weights()])
     except Exception:  # a config Keras cannot rebuild: the proof runs in float32 only
         return None
-    first = wide.inputs[0].dtype if not _chain(wide) else _chain(wide)[0].dtype_policy.compute_dtype
+    layers = _chain(wide)
+    first = layers[0].dtype_policy.compute_dtype if layers else wide.inputs[0].dtype
     if keras.backend.standardize_dtype(first) != "float64":  # token ids stay integers; the layers must widen
         return None
     return wide

@@ -28,7 +28,7 @@ def seed_states(model: keras.Model) -> list:
 
 
 def seed_dropout(model: keras.Model, seed: int) -> None:
-    """Each seed-generator state set from `seed` (as the Keras backend's training_output does)."""
+    """Each seed-generator state set from `seed`: the masks training draws (fit, training_output)."""
     rng = np.random.default_rng(seed)
     for v in seed_states(model):
         v.assign(np.array([rng.integers(0, 2**31 - 1), 0], dtype=keras.backend.standardize_dtype(v.dtype)))
