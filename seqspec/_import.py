@@ -55,6 +55,10 @@ class Imported:
     notes: list[str] = dataclasses.field(default_factory=list)
     exact: dict[str, dict] = dataclasses.field(default_factory=dict)
     input_dtype: Optional[str] = None  # int32 or int64 for token ids (input_shape is then [time])
+    # The (lowest, highest) batch and length the original takes, where it takes only some (a
+    # torch.export program: a fixed dimension is (n, n), a dynamic one its proven range; highest None: unbounded).
+    batch_range: Optional[tuple] = None
+    length_range: Optional[tuple] = None
 
 
 def spec_name(text: str) -> str:
@@ -67,7 +71,8 @@ def spec_name(text: str) -> str:
 
 
 def parse_input_shape(text: Optional[str]) -> Optional[list]:
-    """--input-shape T,F (T may be 'null' or 'none' for any length) or F: [T, F] or [F]."""
+    """--input-shape T,F (T may be 'null' or 'none' for any length) or F: [T, F] or [F]; a model of
+    token ids takes T alone (null for any length): [T]."""
     if text is None:
         return None
     parts = [p.strip() for p in text.split(",")]
@@ -75,7 +80,7 @@ def parse_input_shape(text: Optional[str]) -> Optional[list]:
         raise ImportRefused(f"--input-shape {text!r}: write TIME,FEATURES (TIME may be null) or FEATURES")
     out: list = []
     for k, p in enumerate(parts):
-        if p.lower() in ("null", "none", "") and k == 0 and len(parts) == 2:
+        if p.lower() in ("null", "none", "") and k == 0 and (len(parts) == 2 or p):
             out.append(None)
             continue
         if not p.isdigit() or int(p) < 1:
@@ -262,11 +267,11 @@ class ProofResult:
 
 
 def prove_import(
-    spec: "Spec", weights: dict, run: dict[str, Callable], lengths: Optional[list] = None, seed: int = 0, exact: Optional[dict] = None
+    spec: "Spec", weights: dict, run: dict[str, Callable], lengths: Optional[list] = None, seed: int = 0, exact: Optional[dict] = None, batches: Optional[list] = None
 ) -> ProofResult:
     """Build `spec` with `weights` on both backends and compare each with the original (`run`, per dtype)
-    on random inputs at batch 1 and 3 and the lengths `seqspec check` uses (or `lengths`), with
-    check's tolerances. `exact[dtype]`, where given, are the weights to use in that dtype."""
+    on random inputs at batch 1 and 3 (or `batches`) and the lengths `seqspec check` uses (or `lengths`),
+    with check's tolerances. `exact[dtype]`, where given, are the weights to use in that dtype."""
     import numpy as np
 
     from ._backend import get_backend
@@ -291,7 +296,7 @@ def prove_import(
         result.max_abs_diff[dtype] = {b.name: 0.0 for b in backends}
         # check's inputs: token ids for an embedding, and for a model that makes a mask its masked
         # batches too (masked at the end and anywhere), where the original's mask handling shows.
-        cases = [(b, None) for b in PROOF_BATCHES] + [(MASKED_BATCH, p) for p in mask_patterns(typed) if p is not None]
+        cases = [(b, None) for b in batches or PROOF_BATCHES] + [(MASKED_BATCH, p) for p in mask_patterns(typed) if p is not None and MASKED_BATCH in (batches or [MASKED_BATCH])]
         for t in lengths or input_lengths(typed):
             for batch, pattern in cases:
                 x = draw_inputs(typed, rng, batch, t, pattern)
@@ -307,6 +312,32 @@ def prove_import(
                             f"{backend.name} [{dtype}] differs from the original by {d:.3g} at batch {batch}, length {t}{', masked ' + pattern if pattern else ''}{shapes} (tolerance {_limit(tol, want):.3g})"
                         )
     return result
+
+
+def _within(n: int, bounds: Optional[tuple]) -> bool:
+    return bounds is None or (bounds[0] <= n and (bounds[1] is None or n <= bounds[1]))
+
+
+def _clamp(n: int, bounds: tuple) -> int:
+    low, high = bounds
+    return max(n, low, 1) if high is None else min(max(n, low, 1), high)
+
+
+def proof_shapes(spec: "Spec", imported: Imported, lengths: Optional[list] = None) -> tuple[Optional[list], Optional[list]]:
+    """The proof's batches and lengths (None: prove_import's own) for an original that takes only
+    some (imported.batch_range, .length_range): prove_import's, each moved into the range."""
+    from ._check import _accepts, input_lengths
+
+    batches = None if imported.batch_range is None else sorted({_clamp(b, imported.batch_range) for b in PROOF_BATCHES})
+    if imported.length_range is None:
+        return batches, lengths
+    if lengths is not None:
+        refused = [t for t in lengths if not _within(t, imported.length_range)]
+        if refused:
+            low, high = imported.length_range
+            raise ImportRefused(f"--lengths: the original takes {low} to {'any number of' if high is None else high} steps, not {', '.join(map(str, refused))}")
+        return batches, lengths
+    return batches, sorted({_clamp(t, imported.length_range) for t in input_lengths(spec) if _accepts(spec, _clamp(t, imported.length_range))}) or None
 
 
 def import_files(source: Any, output: str, input_shape: Optional[list] = None, name: Optional[str] = None, lengths: Optional[list] = None):
@@ -328,7 +359,8 @@ def import_files(source: Any, output: str, input_shape: Optional[list] = None, n
     imported = read(source, input_shape, name)
     spec, text = to_spec(imported)
     check_weights(spec, imported.weights, source=f"the weights read from {spec.name}")
-    result = prove_import(spec, imported.weights, imported.run, lengths, exact=imported.exact)
+    batches, lengths = proof_shapes(spec, imported, lengths)
+    result = prove_import(spec, imported.weights, imported.run, lengths, exact=imported.exact, batches=batches)
     if not result.ok:
         return spec, result, imported.notes, None
     save_weights(imported.weights, weights_path, spec)

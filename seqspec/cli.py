@@ -623,9 +623,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("import", help="turn a Keras model or PyTorch module into a spec and weights, proven equal to it")
-    p.add_argument("source", metavar="SOURCE", help="a .keras or .h5 file, or a PyTorch package.module:callable")
+    p.add_argument("source", metavar="SOURCE", help="a .keras or .h5 file, a torch.export .pt2 file, or a PyTorch package.module:callable")
     p.add_argument("-o", "--output", required=True, metavar="SPEC.yaml", help="the spec to write; its weights go beside it as SPEC.safetensors")
-    p.add_argument("--input-shape", metavar="T,F", help="the input [time, features] (time may be null); required for PyTorch")
+    p.add_argument("--input-shape", metavar="T,F", help="the input [time, features] (time may be null), or [time] of token ids; required for a PyTorch module")
     p.add_argument("--name", help="the spec's name (default: the model's, made lower case)")
     p.add_argument("--lengths", metavar="L,...", help="sequence lengths of the proof (default: those of seqspec check)")
     p.set_defaults(run=cmd_import)

@@ -15,7 +15,7 @@ os.environ["KERAS_BACKEND"] = "tensorflow"
 
 import seqspec  # noqa: E402
 from seqspec import cli  # noqa: E402
-from seqspec._import import read, to_spec  # noqa: E402
+from seqspec._import import proof_shapes, read, to_spec  # noqa: E402
 
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
@@ -161,6 +161,20 @@ class Seq2Vec2Seq(nn.Module):
         return F.leaky_relu(self.out(y), 0.1)
 
 
+class TokenLSTM(nn.Module):
+    """A sentiment classifier on token ids: an embedding (id 0 padding), an LSTM, its last step."""
+
+    def __init__(self, **options):
+        super().__init__()
+        self.emb = nn.Embedding(50, 8, padding_idx=0, **options)
+        self.lstm = nn.LSTM(8, 16, batch_first=True)
+        self.fc = nn.Linear(16, 2)
+
+    def forward(self, x):
+        out, _ = self.lstm(self.emb(x))
+        return self.fc(out[:, -1])
+
+
 def mlp():
     return nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Dropout(0.1), nn.Linear(8, 8), nn.SiLU(), nn.Linear(8, 2))
 
@@ -182,6 +196,7 @@ MODULES = {
     "conv_classifier": (ConvClassifier, [None, 2], [12, 31], None),
     "encoder_decoder": (Seq2Vec2Seq, [None, 2], [1, 9], None),
     "mlp": (mlp, [5], None, [{"type": "dense", "units": 8, "activation": "tanh"}, {"type": "dropout", "rate": 0.1}, {"type": "dense", "units": 8, "activation": "silu"}, {"type": "dense", "units": 2}]),
+    "token_lstm": (TokenLSTM, [None], [1, 9], [{"type": "embedding", "input_dim": 50, "output_dim": 8}, {"type": "lstm", "units": 16}, {"type": "dense", "units": 2}]),
 }
 
 
@@ -335,3 +350,183 @@ def test_import_command_reads_a_package_module_callable(tmp_path, monkeypatch, c
     assert "forecasters:missing: 'forecasters' has no 'missing'" in capsys.readouterr().err
     assert cli.main(["import", "forecasters:make", "-o", "x.yaml", "--input-shape", "null,0"]) == 2
     assert not (tmp_path / "x.yaml").exists()
+
+
+# --- torch.export programs (.pt2) ---------------------------------------------------------------
+
+
+def _program(path, module, example, dynamic_shapes=None) -> str:
+    """`module` exported as a user exports it (after eval()) and saved: the path of the .pt2 file."""
+    import warnings
+
+    with warnings.catch_warnings():  # nn.LSTM's "_flat_weights were assigned during export": torch's own
+        warnings.simplefilter("ignore", UserWarning)
+        program = torch.export.export(module.eval(), (example,), dynamic_shapes=dynamic_shapes)
+    torch.export.save(program, str(path))
+    return str(path)
+
+
+def _dynamic(*axes):
+    """dynamic_shapes for one input: axis -> torch.export.Dim (time from 2 to 400 steps)."""
+    dims = {0: torch.export.Dim("batch"), 1: torch.export.Dim("time", min=2, max=400)}
+    return ({a: dims[a] for a in axes},)
+
+
+# name -> (module, example input, dynamic axes). nn.LSTM/GRU/RNN export only at a fixed length
+# (pytorch issue 126339), so the recurrent ones fix it; the others take any batch and length.
+PROGRAMS = {
+    "stacked_lstm": (StackedLSTM, torch.randn(3, 9, 2), ()),
+    "bigru_classifier": (BiGRUClassifier, torch.randn(3, 12, 3), ()),
+    "conv_gru": (ConvGRU, torch.randn(3, 9, 1), ()),
+    "deep_rnn": (DeepRNN, torch.randn(3, 9, 1), ()),
+    "encoder_decoder": (Seq2Vec2Seq, torch.randn(3, 9, 2), ()),
+    "conv_classifier": (ConvClassifier, torch.randn(3, 31, 2), ()),
+    "mlp": (mlp, torch.randn(3, 5), (0,)),
+    "wavenet": (WaveNet, torch.randn(3, 20, 1), (0, 1)),
+    "token_lstm": (TokenLSTM, torch.randint(0, 50, (3, 12)), ()),
+}
+
+
+@pytest.mark.parametrize("name", list(PROGRAMS))
+def test_torch_export_programs_import_to_the_modules_spec_and_weights_and_agree(name, tmp_path):
+    make, example, dynamic = PROGRAMS[name]
+    module = _trained(make)
+    path = _program(tmp_path / f"{name}.pt2", module, example, _dynamic(*dynamic) if dynamic else None)
+    imported = read(path)
+    spec, _ = to_spec(imported)
+    # The program's input: a fixed length where it has one, null where it is dynamic; its dtype for token ids.
+    t = None if 1 in dynamic else example.shape[1]
+    assert spec.input.shape == ([t] if example.dim() == 2 and not example.is_floating_point() else [t, example.shape[-1]] if example.dim() == 3 else [example.shape[-1]])
+    assert spec.input.dtype == (None if example.is_floating_point() else "int64")
+    # The same spec and bit-equal weights as the module read through torch.fx at that shape.
+    from_fx = read(module, list(spec.input.shape))
+    assert _layers(spec) == _layers(to_spec(from_fx)[0])
+    assert imported.weights.keys() == from_fx.weights.keys()
+    for key, value in from_fx.weights.items():
+        np.testing.assert_array_equal(imported.weights[key], value, err_msg=key)
+        np.testing.assert_array_equal(imported.exact["float64"][key], from_fx.exact["float64"][key], err_msg=key)
+    # The proof feeds only what the program takes: its own batch where that is fixed, lengths in its range.
+    batches, lengths = proof_shapes(spec, imported)
+    assert batches == ([1, 3] if 0 in dynamic else [3])
+    assert lengths == ([2, 7, 400] if 1 in dynamic else None)
+    result = seqspec.prove_import(spec, imported.weights, imported.run, lengths, exact=imported.exact, batches=batches)
+    assert result.ok, result.failures
+    assert set(result.max_abs_diff) == {"float32", "float64"}
+
+
+class Scaled(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(2, 3), nn.Tanh())
+
+    def forward(self, x):
+        return self.body(x) * 2
+
+
+class LearnedState(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.gru = nn.GRU(2, 4, batch_first=True)
+        self.h0 = nn.Parameter(torch.zeros(1, 3, 4))
+
+    def forward(self, x):
+        return self.gru(x, self.h0)[0]
+
+
+class TwoInputs(nn.Module):
+    def forward(self, x, y):
+        return torch.relu(x + y)
+
+
+PROGRAM_REFUSALS = {
+    "an op without a spec equivalent": (Scaled, torch.randn(3, 2), None, "torch node 'mul' (aten.mul.Tensor) in the top module (Scaled): has no spec equivalent"),
+    "an initial state": (LearnedState, torch.randn(3, 5, 2), None, "torch node 'gru' (aten.gru.input) in module 'gru' (GRU): is given an initial state"),
+    "proj_size": (Projected, torch.randn(3, 5, 2), None, "torch node 'lstm' (aten.lstm.input) in module 'lstm' (LSTM): has 5 parameters where lstm with these flags has 4: proj_size"),
+    "max_norm": (lambda: TokenLSTM(max_norm=1.0), torch.randint(0, 50, (3, 6)), None, "in module 'emb' (Embedding): max_norm=1.0 renormalises the rows"),
+    "a fixed length given another": (StackedLSTM, torch.randn(3, 9, 2), [12, 2], "--input-shape [12, 2]: the program "),
+    "a fixed length given a free one": (StackedLSTM, torch.randn(3, 9, 2), [None, 2], "takes [batch, 9, 2]"),
+}
+
+
+@pytest.mark.parametrize("case", list(PROGRAM_REFUSALS))
+def test_what_a_program_holds_without_a_spec_equivalent_is_refused_naming_the_aten_op_and_module(case, tmp_path):
+    make, example, shape, message = PROGRAM_REFUSALS[case]
+    path = _program(tmp_path / "model.pt2", _trained(make), example)
+    with pytest.raises(seqspec.ImportRefused) as e:
+        seqspec.import_model(path, shape)
+    assert message in str(e.value), str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_a_program_exported_in_training_mode_or_with_two_inputs_is_refused(tmp_path):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        training = torch.export.export(mlp().train(), (torch.randn(3, 5),))
+        two = torch.export.export(TwoInputs(), (torch.randn(3, 2), torch.randn(3, 2)))
+    torch.export.save(training, str(tmp_path / "training.pt2"))
+    torch.export.save(two, str(tmp_path / "two.pt2"))
+    with pytest.raises(seqspec.ImportRefused, match=r"torch node 'dropout' \(aten.dropout.default\) in module '2' \(Dropout\): runs with train=True"):
+        seqspec.import_model(str(tmp_path / "training.pt2"))
+    with pytest.raises(seqspec.ImportRefused, match=r"two.pt2: the program takes 2 inputs \(x, y\); a spec model takes one tensor"):
+        seqspec.import_model(str(tmp_path / "two.pt2"))
+    (tmp_path / "junk.pt2").write_bytes(b"not a zip")
+    with pytest.raises(seqspec.ImportRefused, match=r"junk.pt2: torch.export.load cannot read it"):
+        seqspec.import_model(str(tmp_path / "junk.pt2"))
+
+
+def test_seqspecs_own_torch_export_artifacts_import_without_recurrent_layers_and_refuse_the_scan_loop(tmp_path, capsys):
+    """`seqspec export --to torch-export` writes recurrent layers as torch scan loops: refused by
+    name; a spec without them (flatten, dense) imports back to itself."""
+    (tmp_path / "rnn.yaml").write_text("seqspec: 1\nname: rnn\nseed: 1\ninput: {shape: [null, 2]}\nlayers:\n  - {type: gru, units: 3}\n  - {type: dense, units: 1}\n")
+    (tmp_path / "lin.yaml").write_text("seqspec: 1\nname: lin\nseed: 1\ninput: {shape: [6, 2]}\nlayers:\n  - {type: flatten}\n  - {type: dense, units: 2, activation: relu}\n")
+    for stem in ("rnn", "lin"):
+        assert cli.main(["export", "--to", "torch-export", str(tmp_path / f"{stem}.yaml"), "-o", str(tmp_path / f"{stem}.pt2")]) == 0
+    capsys.readouterr()
+    assert cli.main(["import", str(tmp_path / "rnn.pt2"), "-o", str(tmp_path / "back.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "torch node 'scan' (scan) in module 'layers.0' (ScanRecurrent): a scan loop" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "back.yaml").exists()
+    assert cli.main(["import", str(tmp_path / "lin.pt2"), "-o", str(tmp_path / "lin_back.yaml")]) == 0
+    said = capsys.readouterr().out
+    assert "wrote" in said and "proven equal" in said
+    back = seqspec.load(str(tmp_path / "lin_back.yaml"))
+    assert _layers(back) == [{"type": "flatten"}, {"type": "dense", "units": 2, "activation": "relu"}]
+    assert back.input.shape == [6, 2]
+    original = seqspec.load(str(tmp_path / "lin.yaml"))
+    back_weights, seeded = seqspec.load_weights(str(tmp_path / "lin_back.safetensors")), seqspec.initial_weights(original)
+    assert back_weights.keys() == seeded.keys()
+    for key in seeded:
+        np.testing.assert_array_equal(back_weights[key], seeded[key])
+
+
+def test_import_command_reads_a_pt2_file_at_the_lengths_it_takes(tmp_path, capsys):
+    path = _program(tmp_path / "wavenet.pt2", _trained(WaveNet), torch.randn(3, 20, 1), _dynamic(0, 1))
+    assert cli.main(["import", path, "-o", str(tmp_path / "w.yaml"), "--lengths", "1,9"]) == 2
+    assert "--lengths: the original takes 2 to 400 steps, not 1" in capsys.readouterr().err
+    assert not (tmp_path / "w.yaml").exists()
+    assert cli.main(["import", path, "-o", str(tmp_path / "w.yaml"), "--input-shape", "50,1", "--name", "wave"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    spec = seqspec.load(str(tmp_path / "w.yaml"))
+    assert spec.name == "wave" and spec.input.shape == [50, 1] and len(spec.layers) == 9
+
+
+def test_an_embedding_reads_token_ids_and_refuses_options_without_an_equivalent():
+    module = _trained(TokenLSTM)
+    imported = read(module, [None])
+    assert imported.input_dtype == "int64"
+    assert imported.notes == ["module 'emb' (Embedding): padding_idx=0 dropped: it acts only in training (that row's gradient is kept at zero); mask_zero is false, as torch masks nothing"]
+    np.testing.assert_array_equal(imported.weights["layers.0.embeddings"], module.emb.weight.detach().numpy())
+    spec, text = to_spec(imported)
+    assert "  shape: [null]\n  dtype: int64\n" in text and "mask_zero" not in text
+    for options, message in (
+        ({"max_norm": 2.0}, "module 'emb' (Embedding): max_norm=2.0 renormalises the rows it looks up in the forward pass"),
+        ({"sparse": True}, "module 'emb' (Embedding): sparse=True (sparse gradients) has no spec equivalent"),
+        ({"scale_grad_by_freq": True}, "module 'emb' (Embedding): scale_grad_by_freq=True has no spec equivalent"),
+    ):
+        with pytest.raises(seqspec.ImportRefused, match=message.replace("(", r"\(").replace(")", r"\)")):
+            seqspec.import_model(TokenLSTM(**options), [None])
+    with pytest.raises(seqspec.ImportRefused, match="module '1' \\(Embedding\\): maps as the model's first layer only"):
+        seqspec.import_model(nn.Sequential(nn.Linear(3, 3), nn.Embedding(5, 2)), [3])
+    assert seqspec._import.parse_input_shape("null") == [None]

@@ -28,10 +28,12 @@ BTF, TBF, BFT = "batch, time, features", "time, batch, features", "batch, featur
 class Value:
     """What an fx node's value is, in spec terms."""
 
-    kind: str  # "seq", "vec", "rnn" (an nn.RNN/LSTM/GRU's (output, h) tuple), "pooled" ([B, F, 1]), "unsqueezed" ([B, 1, F])
+    kind: str  # "seq", "vec", "tokens" (the ids [B, T]), "rnn" (an nn.RNN/LSTM/GRU's (output, h) tuple), "pooled" ([B, F, 1]), "unsqueezed" ([B, 1, F])
     layout: str = BTF
     made_by: Optional[int] = None  # the index of the spec layer that produced it, while nothing follows it
     bidirectional: bool = False
+    tensor: Optional[torch.Tensor] = None  # kind "tensor": a parameter, buffer or constant of a torch.export program
+    first: Optional["Value"] = None  # kind "tuple": what item 0 of an op's tuple holds (the rest is not the model's)
 
 
 @dataclasses.dataclass
@@ -47,11 +49,14 @@ def _np(t: torch.Tensor) -> np.ndarray:
 class Reader:
     """Walks an fx graph in order, keeping a Value per node and the spec layers emitted so far."""
 
-    def __init__(self, gm: fx.GraphModule, input_shape: list):
+    def __init__(self, gm: fx.GraphModule, input_shape: list, input_dtype: Optional[str] = None, dtype: str = "float32"):
         self.gm = gm
+        self.dtype = dtype  # the model's float dtype
         self.input_shape = input_shape
+        self.input_dtype = input_dtype  # int32 / int64 for token ids, else None
         self.items: list[Item] = []
         self.values: dict[fx.Node, Value] = {}
+        self.notes: list[str] = []
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -89,7 +94,8 @@ class Reader:
         return out[1] if len(out) == 3 else None
 
     def partial_spec(self) -> s.Spec:
-        doc = {"seqspec": 1, "name": "partial", "input": {"shape": self.input_shape}, "layers": [i.doc for i in self.items]}
+        given = {"shape": self.input_shape, **({"dtype": self.input_dtype} if self.input_dtype else {})}
+        doc = {"seqspec": 1, "name": "partial", "input": given, "layers": [i.doc for i in self.items]}
         if not doc["layers"]:
             doc["layers"] = [{"type": "dropout", "rate": 0.0}]
         return s.load(json.dumps(doc))
@@ -104,22 +110,37 @@ class Reader:
                     if n.users:
                         self.refuse(n, "a second input; a spec model has one input")
                     continue
-                self.values[n] = Value("seq" if len(self.input_shape) == 2 else "vec", BTF)
+                self.values[n] = self.input_value()
             elif not n.users and n.op != "output":  # `out, _ = self.lstm(x)`: the unused state never reaches the output
                 continue
             elif n.op == "get_attr":
                 self.refuse(n, f"uses the tensor {n.target!r} directly; only modules, functions and methods listed in docs/import.md map")
             elif n.op == "output":
-                out = n.args[0]
-                if not isinstance(out, fx.Node):
-                    self.refuse(n, "returns a tuple or a constant; a spec model returns one tensor")
-                v = self.values[out]
-                if v.kind not in ("seq", "vec") or (v.kind == "seq" and v.layout != BTF):
-                    self.refuse(out, f"is the output but holds {v.kind} [{v.layout}]; a spec model returns [batch, time, features] or [batch, features]")
-                return v
+                return self.output(n, n.args[0])
             else:
                 self.values[n] = self.node(n)
         raise s.ImportRefused("the module's graph has no output")
+
+    def output(self, n: fx.Node, out: Any) -> Value:
+        """The model's output: one tensor, a spec sequence [batch, time, features] or a vector."""
+        if not isinstance(out, fx.Node):
+            self.refuse(n, "returns a tuple or a constant; a spec model returns one tensor")
+        v = self.values[out]
+        if v.kind not in ("seq", "vec") or (v.kind == "seq" and v.layout != BTF):
+            self.refuse(out, f"is the output but holds {v.kind} [{v.layout}]; a spec model returns [batch, time, features] or [batch, features]")
+        return v
+
+    def input_value(self) -> Value:
+        return Value("tokens" if self.input_dtype else "seq" if len(self.input_shape) == 2 else "vec", BTF)
+
+    def tensor(self, n: fx.Node, arg: Any) -> Optional[torch.Tensor]:
+        """A parameter the op takes (None where it takes none); what the graph computes is refused."""
+        if arg is None:
+            return None
+        v = self.values.get(arg) if isinstance(arg, fx.Node) else None
+        if v is None or v.kind != "tensor":
+            self.refuse(n, f"takes {getattr(arg, 'name', arg)!r} where a parameter is expected; weights computed in the graph (a parametrization, weight norm) do not map")
+        return v.tensor
 
     def node(self, n: fx.Node) -> Value:
         if n.op == "call_module":
@@ -150,14 +171,25 @@ class Reader:
 # --- recurrent modules -------------------------------------------------------------------------
 
 
-def _rnn_weights(module, kind: str, layer: int, suffix: str, prefix: str) -> dict:
-    """Canonical arrays of one layer and direction of an nn.RNN/LSTM/GRU; the two torch biases of
-    RNN and LSTM summed into the one canonical bias (the same function), GRU's kept apart."""
-    w_ih = getattr(module, f"weight_ih_l{layer}{suffix}")
-    w_hh = getattr(module, f"weight_hh_l{layer}{suffix}")
-    b_ih = getattr(module, f"bias_ih_l{layer}{suffix}", None) if module.bias else None
-    b_hh = getattr(module, f"bias_hh_l{layer}{suffix}", None) if module.bias else None
-    u = module.hidden_size
+RNN_KINDS = {nn.RNN: "simple_rnn", nn.LSTM: "lstm", nn.GRU: "gru"}
+
+
+def flat_weight_names(num_layers: int, bidirectional: bool, bias: bool) -> list[str]:
+    """The names of an nn.RNN/LSTM/GRU's parameters in torch's flat order (its `_flat_weights`, the
+    `params` list of aten.lstm/gru/rnn_*): per layer, per direction, w_ih, w_hh, then b_ih, b_hh."""
+    kinds = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if bias else ())
+    return [f"{k}_l{layer}{suffix}" for layer in range(num_layers) for suffix in ("", "_reverse")[: 1 + bidirectional] for k in kinds]
+
+
+def _rnn_weights(tensors: dict, kind: str, layer: int, suffix: str, prefix: str) -> dict:
+    """Canonical arrays of one layer and direction of an nn.RNN/LSTM/GRU, from its tensors by torch's
+    names (`weight_ih_l0`, ...); the two torch biases of RNN and LSTM summed into the one canonical
+    bias (the same function), GRU's kept apart."""
+    w_ih = tensors[f"weight_ih_l{layer}{suffix}"]
+    w_hh = tensors[f"weight_hh_l{layer}{suffix}"]
+    b_ih = tensors.get(f"bias_ih_l{layer}{suffix}")
+    b_hh = tensors.get(f"bias_hh_l{layer}{suffix}")
+    u = w_hh.shape[1]
 
     def rows(k: int) -> slice:
         return slice(k * u, (k + 1) * u)
@@ -190,31 +222,51 @@ def _rnn_weights(module, kind: str, layer: int, suffix: str, prefix: str) -> dic
     return out
 
 
+@dataclasses.dataclass
+class Recurrence:
+    """What an nn.RNN/LSTM/GRU (or its aten.lstm/gru/rnn_* op) computes, in torch's terms."""
+
+    kind: str  # simple_rnn, lstm, gru
+    tensors: dict  # torch's parameter names (flat_weight_names) -> tensors
+    num_layers: int
+    bidirectional: bool
+    batch_first: bool
+    bias: bool
+    dropout: float
+    nonlinearity: str = "tanh"
+
+
+def recurrent_layers(r: Reader, n: fx.Node, v: Value, rec: Recurrence) -> Value:
+    """One spec layer per torch layer (bidirectional ones wrapped), a dropout layer between them for
+    the module's `dropout`; nn.GRU is gru with reset_after true."""
+    layout = BTF if rec.batch_first else TBF
+    r.need(n, v, layouts=(layout,), what=f"batch_first={rec.batch_first} needs a sequence [{layout}]")
+    units = rec.tensors["weight_hh_l0"].shape[1]
+    for layer in range(rec.num_layers):
+        if layer and rec.dropout:
+            r.emit({"type": "dropout", "rate": float(rec.dropout)})
+        doc: dict = {"type": rec.kind, "units": units, "use_bias": rec.bias, "return_sequences": True}
+        if rec.kind == "simple_rnn":
+            doc["activation"] = {"tanh": "tanh", "relu": "relu"}[rec.nonlinearity]
+        if rec.kind == "gru":
+            doc["reset_after"] = True
+        if rec.bidirectional:
+            weights = {**_rnn_weights(rec.tensors, rec.kind, layer, "", "forward."), **_rnn_weights(rec.tensors, rec.kind, layer, "_reverse", "backward.")}
+            out = r.emit({"type": "bidirectional", "layer": doc}, weights, kind="rnn", layout=layout, bidirectional=True)
+        else:
+            out = r.emit(doc, _rnn_weights(rec.tensors, rec.kind, layer, "", ""), kind="rnn", layout=layout)
+    return out
+
+
 def recurrent_module(r: Reader, n: fx.Node, m) -> Value:
-    """nn.RNN / nn.LSTM / nn.GRU: one spec layer per torch layer (bidirectional ones wrapped), a
-    dropout layer between them for the module's `dropout`; nn.GRU is gru with reset_after true."""
-    kind = {nn.RNN: "simple_rnn", nn.LSTM: "lstm", nn.GRU: "gru"}[type(m)]
+    """nn.RNN / nn.LSTM / nn.GRU, started from zeros."""
     if len(n.args) > 1 or n.kwargs:
         r.refuse(n, "is given an initial state; a spec recurrent layer starts from zeros")
     if getattr(m, "proj_size", 0):
         r.refuse(n, f"proj_size={m.proj_size} (a projected LSTM) has no spec equivalent")
-    v = r.value(n, n.args[0])
-    layout = BTF if m.batch_first else TBF
-    r.need(n, v, layouts=(layout,), what=f"batch_first={m.batch_first} needs a sequence [{layout}]")
-    for layer in range(m.num_layers):
-        if layer and m.dropout:
-            r.emit({"type": "dropout", "rate": float(m.dropout)})
-        doc: dict = {"type": kind, "units": m.hidden_size, "use_bias": bool(m.bias), "return_sequences": True}
-        if kind == "simple_rnn":
-            doc["activation"] = {"tanh": "tanh", "relu": "relu"}[m.nonlinearity]
-        if kind == "gru":
-            doc["reset_after"] = True
-        if m.bidirectional:
-            weights = {**_rnn_weights(m, kind, layer, "", "forward."), **_rnn_weights(m, kind, layer, "_reverse", "backward.")}
-            out = r.emit({"type": "bidirectional", "layer": doc}, weights, kind="rnn", layout=layout, bidirectional=True)
-        else:
-            out = r.emit(doc, _rnn_weights(m, kind, layer, "", ""), kind="rnn", layout=layout)
-    return out
+    names = flat_weight_names(m.num_layers, m.bidirectional, m.bias)
+    rec = Recurrence(RNN_KINDS[type(m)], {k: getattr(m, k) for k in names}, m.num_layers, m.bidirectional, m.batch_first, bool(m.bias), float(m.dropout), getattr(m, "nonlinearity", "tanh"))
+    return recurrent_layers(r, n, r.value(n, n.args[0]), rec)
 
 
 def getitem(r: Reader, n: fx.Node) -> Value:
@@ -225,6 +277,10 @@ def getitem(r: Reader, n: fx.Node) -> Value:
         if index == 0:
             return Value("seq", v.layout, v.made_by, v.bidirectional)
         r.refuse(n, f"takes item {index!r} of a recurrent module's (output, state) tuple; map the output, out[0], then its last step out[:, -1]")
+    if v.kind == "tuple":
+        if index == 0:
+            return v.first
+        r.refuse(n, f"takes item {index!r} of {r.label(n.args[0])}; only its output, item 0, maps")
     full = slice(None, None, None)
     if v.kind == "seq":
         idx = index if isinstance(index, tuple) else (index,)
@@ -260,13 +316,16 @@ def last_step(r: Reader, n: fx.Node, v: Value) -> Value:
 
 
 def linear(r: Reader, n: fx.Node, m: nn.Linear) -> Value:
-    """nn.Linear -> dense (on a vector, or on every step of a sequence)."""
-    v = r.value(n, n.args[0])
+    return dense(r, n, r.value(n, n.args[0]), m.weight, m.bias)
+
+
+def dense(r: Reader, n: fx.Node, v: Value, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> Value:
+    """nn.Linear (weight [out, in]) -> dense (on a vector, or on every step of a sequence)."""
     r.need(n, v, kinds=("seq", "vec"), layouts=(BTF, TBF), what="nn.Linear acts on the last axis, which must be the features")
-    weights = {"kernel": _np(m.weight.T)}
-    if m.bias is not None:
-        weights["bias"] = _np(m.bias)
-    return r.emit({"type": "dense", "units": m.out_features, "use_bias": m.bias is not None}, weights, kind=v.kind, layout=v.layout)
+    weights = {"kernel": _np(weight.T)}
+    if bias is not None:
+        weights["bias"] = _np(bias)
+    return r.emit({"type": "dense", "units": int(weight.shape[0]), "use_bias": bias is not None}, weights, kind=v.kind, layout=v.layout)
 
 
 def _activation_value(r: Reader, n: fx.Node, act, softmax_dim=None) -> Value:
@@ -321,36 +380,44 @@ def identity(r: Reader, n: fx.Node, m=None) -> Value:
 
 
 def batch_norm1d(r: Reader, n: fx.Node, m: nn.BatchNorm1d) -> Value:
-    """nn.BatchNorm1d on [batch, channels, time] or [batch, features] -> batch_norm with Keras's
-    momentum (1 - torch's) and its running statistics."""
-    v = r.value(n, n.args[0])
-    r.need(n, v, kinds=("seq", "vec"), layouts=(BFT,), what="nn.BatchNorm1d normalises dim 1, which must be the features")
     if not m.track_running_stats or m.running_mean is None:
         r.refuse(n, "track_running_stats=False normalises with each batch's statistics in inference; a spec batch_norm uses its moving statistics")
     if m.momentum is None:
         r.refuse(n, "momentum=None (a cumulative average) has no spec equivalent")
-    f = m.num_features
-    dtype = m.running_mean.dtype
+    return batch_norm(r, n, r.value(n, n.args[0]), m.weight, m.bias, m.running_mean, m.running_var, float(m.momentum), float(m.eps))
+
+
+def batch_norm(r: Reader, n: fx.Node, v: Value, weight, bias, mean: torch.Tensor, var: torch.Tensor, momentum: float, eps: float) -> Value:
+    """nn.BatchNorm1d on [batch, channels, time] or [batch, features] -> batch_norm with Keras's
+    momentum (1 - torch's) and its running statistics; no affine (weight None) as gamma 1, beta 0."""
+    r.need(n, v, kinds=("seq", "vec"), layouts=(BFT,), what="nn.BatchNorm1d normalises dim 1, which must be the features")
+    stats = _np(mean)
     weights = {
-        "gamma": _np(m.weight) if m.affine else np.ones(f, _np(m.running_mean).dtype),
-        "beta": _np(m.bias) if m.affine else np.zeros(f, _np(m.running_mean).dtype),
-        "moving_mean": _np(m.running_mean),
-        "moving_variance": _np(m.running_var.to(dtype)),
+        "gamma": _np(weight) if weight is not None else np.ones_like(stats),
+        "beta": _np(bias) if bias is not None else np.zeros_like(stats),
+        "moving_mean": stats,
+        "moving_variance": _np(var.to(mean.dtype)),
     }
-    return r.emit({"type": "batch_norm", "momentum": 1.0 - float(m.momentum), "epsilon": float(m.eps)}, weights, kind=v.kind, layout=v.layout)
+    return r.emit({"type": "batch_norm", "momentum": 1.0 - momentum, "epsilon": eps}, weights, kind=v.kind, layout=v.layout)
 
 
-def layer_norm(r: Reader, n: fx.Node, m: nn.LayerNorm) -> Value:
-    v = r.value(n, n.args[0])
+def layer_norm_module(r: Reader, n: fx.Node, m: nn.LayerNorm) -> Value:
+    return layer_norm(r, n, r.value(n, n.args[0]), tuple(m.normalized_shape), m.weight, m.bias, float(m.eps))
+
+
+def layer_norm(r: Reader, n: fx.Node, v: Value, normalized_shape: tuple, weight, bias, eps: float) -> Value:
+    """nn.LayerNorm(features) -> layer_norm; no weight or bias as gamma 1 / beta 0."""
     r.need(n, v, kinds=("seq", "vec"), layouts=(BTF, TBF), what="nn.LayerNorm normalises the last axis, which must be the features")
-    if len(m.normalized_shape) != 1:
-        r.refuse(n, f"normalized_shape={tuple(m.normalized_shape)} normalises more than the features")
-    f = m.normalized_shape[0]
+    if len(normalized_shape) != 1:
+        r.refuse(n, f"normalized_shape={tuple(normalized_shape)} normalises more than the features")
+    f = normalized_shape[0]
+    like = weight if weight is not None else bias
+    dtype = _np(like).dtype if like is not None else np.dtype(r.dtype)
     weights = {
-        "gamma": _np(m.weight) if m.weight is not None else np.ones(f, np.float32),
-        "beta": _np(m.bias) if m.bias is not None else np.zeros(f, np.float32),
+        "gamma": _np(weight) if weight is not None else np.ones(f, dtype),
+        "beta": _np(bias) if bias is not None else np.zeros(f, dtype),
     }
-    return r.emit({"type": "layer_norm", "epsilon": float(m.eps)}, weights, kind=v.kind, layout=v.layout)
+    return r.emit({"type": "layer_norm", "epsilon": eps}, weights, kind=v.kind, layout=v.layout)
 
 
 def flatten_module(r: Reader, n: fx.Node, m: nn.Flatten) -> Value:
@@ -376,20 +443,24 @@ def _int(value) -> int:
     return value[0] if isinstance(value, (tuple, list)) else int(value)
 
 
-def conv1d(r: Reader, n: fx.Node, m: nn.Conv1d) -> Value:
-    """nn.Conv1d on [batch, channels, time] -> conv1d; a left zero pad of dilation*(kernel-1) just
-    before it makes it causal; symmetric padding of dilation*(kernel-1)/2 is 'same'."""
-    v = r.value(n, n.args[0])
-    r.need(n, v, layouts=(BFT,), what="nn.Conv1d needs [batch, channels, time]: transpose x.transpose(1, 2) before it")
+def conv1d_module(r: Reader, n: fx.Node, m: nn.Conv1d) -> Value:
     if m.padding_mode != "zeros":
         r.refuse(n, f"padding_mode={m.padding_mode!r} has no spec equivalent (zeros only)")
-    k, stride, dilation = _int(m.kernel_size), _int(m.stride), _int(m.dilation)
-    doc: dict = {"type": "conv1d", "filters": m.out_channels, "kernel_size": k, "strides": stride, "dilation_rate": dilation, "groups": m.groups, "use_bias": m.bias is not None}
+    return conv1d(r, n, r.value(n, n.args[0]), m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups)
+
+
+def conv1d(r: Reader, n: fx.Node, v: Value, weight: torch.Tensor, bias, stride, padding, dilation, groups: int) -> Value:
+    """nn.Conv1d (weight [filters, in / groups, kernel]) on [batch, channels, time] -> conv1d; a left
+    zero pad of dilation*(kernel-1) just before it makes it causal; symmetric padding of
+    dilation*(kernel-1)/2 is 'same'."""
+    r.need(n, v, layouts=(BFT,), what="nn.Conv1d needs [batch, channels, time]: transpose x.transpose(1, 2) before it")
+    k, stride, dilation = int(weight.shape[2]), _int(stride), _int(dilation)
+    doc: dict = {"type": "conv1d", "filters": int(weight.shape[0]), "kernel_size": k, "strides": stride, "dilation_rate": dilation, "groups": int(groups), "use_bias": bias is not None}
     span = dilation * (k - 1)
-    if isinstance(m.padding, str):
-        doc["padding"] = m.padding
+    if isinstance(padding, str):
+        doc["padding"] = padding
     else:
-        p = _int(m.padding)
+        p = _int(padding)
         prev = r.items[-1] if r.items and v.made_by == len(r.items) - 1 else None
         if p == 0 and prev is not None and prev.doc["type"] == "zero_padding1d" and prev.doc["padding"] == [span, 0] and stride == 1 and span:
             r.items.pop()
@@ -400,9 +471,9 @@ def conv1d(r: Reader, n: fx.Node, m: nn.Conv1d) -> Value:
             if p:
                 r.emit({"type": "zero_padding1d", "padding": p})
             doc["padding"] = "valid"
-    weights = {"kernel": _np(m.weight.permute(2, 1, 0))}
-    if m.bias is not None:
-        weights["bias"] = _np(m.bias)
+    weights = {"kernel": _np(weight.permute(2, 1, 0))}
+    if bias is not None:
+        weights["bias"] = _np(bias)
     return r.emit(doc, weights, layout=BFT)
 
 
@@ -467,24 +538,54 @@ def avg_pool_function(r: Reader, n: fx.Node) -> Value:
 
 def adaptive_pool(kind: str) -> Callable:
     def handler(r: Reader, n: fx.Node, m) -> Value:
-        v = r.value(n, n.args[0])
-        r.need(n, v, layouts=(BFT,), what=f"{type(m).__name__} maps on [batch, channels, time]")
-        if _int(m.output_size) != 1:
-            r.refuse(n, f"output_size={m.output_size}; only output_size 1 (a global pool) maps")
         if getattr(m, "return_indices", False):
             r.refuse(n, "return_indices=True has no spec equivalent")
-        return r.emit({"type": kind}, kind="pooled")
+        return global_pool(r, n, r.value(n, n.args[0]), kind, m.output_size)
 
     return handler
 
 
-def upsample(r: Reader, n: fx.Node, m: nn.Upsample) -> Value:
-    v = r.value(n, n.args[0])
+def global_pool(r: Reader, n: fx.Node, v: Value, kind: str, output_size) -> Value:
+    """nn.AdaptiveAvgPool1d(1) / nn.AdaptiveMaxPool1d(1): a global pool, [batch, channels, 1]."""
+    r.need(n, v, layouts=(BFT,), what=f"{kind} maps on [batch, channels, time]")
+    if _int(output_size) != 1:
+        r.refuse(n, f"output_size={output_size}; only output_size 1 (a global pool) maps")
+    return r.emit({"type": kind}, kind="pooled")
+
+
+def upsample_module(r: Reader, n: fx.Node, m: nn.Upsample) -> Value:
+    return upsample(r, n, r.value(n, n.args[0]), m.mode, m.size, m.scale_factor)
+
+
+def upsample(r: Reader, n: fx.Node, v: Value, mode: str, size, factor) -> Value:
     r.need(n, v, layouts=(BFT,), what="nn.Upsample maps on [batch, channels, time]")
-    factor = m.scale_factor
-    if m.mode != "nearest" or m.size is not None or factor is None or float(_int(factor) if isinstance(factor, tuple) else factor) % 1:
-        r.refuse(n, f"mode={m.mode!r}, scale_factor={factor!r}; only nearest upsampling by a whole factor maps (upsampling1d)")
-    return r.emit({"type": "upsampling1d", "size": int(_int(factor) if isinstance(factor, tuple) else factor)}, layout=BFT)
+    factor = factor[0] if isinstance(factor, (tuple, list)) and len(factor) == 1 else factor
+    if mode != "nearest" or size is not None or not isinstance(factor, (int, float)) or float(factor) % 1 or factor < 1:
+        r.refuse(n, f"mode={mode!r}, scale_factor={factor!r}; only nearest upsampling by a whole factor maps (upsampling1d)")
+    return r.emit({"type": "upsampling1d", "size": int(factor)}, layout=BFT)
+
+
+def embedding_module(r: Reader, n: fx.Node, m: nn.Embedding) -> Value:
+    return embedding(r, n, r.value(n, n.args[0]), m.weight, m.padding_idx, m.max_norm, m.scale_grad_by_freq, m.sparse)
+
+
+def embedding(r: Reader, n: fx.Node, v: Value, weight: torch.Tensor, padding_idx, max_norm, scale_grad_by_freq: bool, sparse: bool) -> Value:
+    """nn.Embedding(num_embeddings, embedding_dim) on the model's token ids -> embedding with
+    mask_zero false: padding_idx only keeps that row's gradient at zero in training (in the
+    forward pass its row is looked up like any other), and torch has no mask that later layers
+    follow, so the spec's mask would change what a recurrent layer after it computes."""
+    if v.kind != "tokens" or r.items:
+        r.refuse(n, "maps as the model's first layer only, on its token ids (input: {shape: [T], dtype: int64})")
+    if max_norm is not None:
+        r.refuse(n, f"max_norm={max_norm} renormalises the rows it looks up in the forward pass; the spec's embedding has no equivalent")
+    if scale_grad_by_freq:
+        r.refuse(n, "scale_grad_by_freq=True has no spec equivalent")
+    if sparse:
+        r.refuse(n, "sparse=True (sparse gradients) has no spec equivalent")
+    if padding_idx is not None and padding_idx >= 0:
+        r.notes.append(f"{r.label(n)}: padding_idx={padding_idx} dropped: it acts only in training (that row's gradient is kept at zero); mask_zero is false, as torch masks nothing")
+    doc = {"type": "embedding", "input_dim": int(weight.shape[0]), "output_dim": int(weight.shape[1])}
+    return r.emit(doc, {"embeddings": _np(weight)})
 
 
 # --- functions and methods -----------------------------------------------------------------------
@@ -577,10 +678,11 @@ def repeat(r: Reader, n: fx.Node) -> Value:
     v = r.value(n, n.args[0])
     sizes = tuple(n.args[1:]) if len(n.args) > 2 else tuple(n.args[1]) if len(n.args) > 1 else ()
     if v.kind == "unsqueezed" and len(sizes) == 3 and isinstance(sizes[1], int) and sizes[1] >= 1:
-        ok = sizes[0] in (1, -1) and sizes[2] in (1, -1) if n.target == "expand" else sizes[0] == 1 and sizes[2] == 1
+        ok = sizes[0] in (1, -1) and sizes[2] in (1, -1) if n.target in ("expand", torch.ops.aten.expand.default) else sizes[0] == 1 and sizes[2] == 1
         if ok:
             return r.emit({"type": "repeat_vector", "n": sizes[1]})
-    r.refuse(n, f"{n.target}{sizes}; only x.unsqueeze(1).{n.target}(1, n, 1) on a vector (repeat_vector) maps")
+    name = "expand" if n.target in ("expand", torch.ops.aten.expand.default) else "repeat"
+    r.refuse(n, f"{name}{sizes}; only x.unsqueeze(1).{name}(1, n, 1) on a vector (repeat_vector) maps")
 
 
 def squeeze(r: Reader, n: fx.Node) -> Value:
@@ -599,19 +701,20 @@ MODULES: dict[type, Callable] = {
     nn.LSTM: recurrent_module,
     nn.GRU: recurrent_module,
     nn.Linear: linear,
+    nn.Embedding: embedding_module,
     nn.Dropout: dropout_module,
     nn.Identity: identity,
     nn.BatchNorm1d: batch_norm1d,
-    nn.LayerNorm: layer_norm,
+    nn.LayerNorm: layer_norm_module,
     nn.Flatten: flatten_module,
-    nn.Conv1d: conv1d,
+    nn.Conv1d: conv1d_module,
     nn.ConstantPad1d: pad_module,
     nn.ZeroPad1d: pad_module,
     nn.MaxPool1d: max_pool_module,
     nn.AvgPool1d: avg_pool_module,
     nn.AdaptiveAvgPool1d: adaptive_pool("global_avg_pool1d"),
     nn.AdaptiveMaxPool1d: adaptive_pool("global_max_pool1d"),
-    nn.Upsample: upsample,
+    nn.Upsample: upsample_module,
     nn.ReLU: _module_activation("relu"),
     nn.Tanh: _module_activation("tanh"),
     nn.Sigmoid: _module_activation("sigmoid"),
@@ -723,7 +826,9 @@ def read_module(source, input_shape: Optional[list] = None) -> s.Imported:
     """An nn.Module (or `package.module:callable`) as a seqspec.Imported: spec layer documents,
     canonical weights, and the module (in eval mode) as functions of NumPy inputs in float32 and float64."""
     if isinstance(source, str) and source.endswith(".pt2"):
-        raise s.ImportRefused(f"{source}: .pt2 files (torch.export) are not read yet; import the module's callable, package.module:callable")
+        from ._import_program import read_program
+
+        return read_program(source, input_shape)
     module = _callable(source) if isinstance(source, str) else source
     if input_shape is None:
         raise s.ImportRefused(f"{type(module).__name__}: a PyTorch module needs its input shape: --input-shape TIME,FEATURES (TIME may be null) or FEATURES")
@@ -733,7 +838,11 @@ def read_module(source, input_shape: Optional[list] = None) -> s.Imported:
         raise s.ImportRefused(f"{type(module).__name__}: its parameters are {', '.join(sorted(dtypes))}; a spec model is float32 or float64 throughout")
     dtype = dtypes.pop()
     module = copy.deepcopy(module).eval()
-    reader = Reader(_trace(module), list(input_shape))
+    gm = _trace(module)
+    input_dtype = "int64" if _takes_tokens(gm) else None
+    if input_dtype is None and None in input_shape[-1:]:
+        raise s.ImportRefused(f"{type(module).__name__}: --input-shape {list(input_shape)}: the features must be known (a free length is TIME null, FEATURES)")
+    reader = Reader(gm, list(input_shape), input_dtype, dtype)
     reader.run()
     docs = [item.doc for item in reader.items]
     if not docs:
@@ -745,8 +854,14 @@ def read_module(source, input_shape: Optional[list] = None) -> s.Imported:
         wide = copy.deepcopy(module).double()
         run["float64"] = _runner(wide)
         # Read again from the float64 copy: its two biases summed in float64, as the copy adds them.
-        again = Reader(_trace(wide), list(input_shape))
+        again = Reader(_trace(wide), list(input_shape), input_dtype, "float64")
         again.run()
         exact["float64"] = {f"layers.{i}.{name}": value for i, item in enumerate(again.items) for name, value in item.weights.items()}
     name = s.spec_name(type(module).__name__)
-    return s.Imported(name=name, input_shape=list(input_shape), layers=docs, weights=weights, run=run, dtype=dtype, exact=exact)
+    return s.Imported(name=name, input_shape=list(input_shape), layers=docs, weights=weights, run=run, dtype=dtype, exact=exact, notes=reader.notes, input_dtype=input_dtype)
+
+
+def _takes_tokens(gm: fx.GraphModule) -> bool:
+    """Whether the module's input goes to an nn.Embedding first: token ids (torch's int64), [batch, time]."""
+    first = next((n for n in gm.graph.nodes if n.op == "placeholder"), None)
+    return first is not None and any(u.op == "call_module" and type(gm.get_submodule(u.target)) is nn.Embedding for u in first.users)
