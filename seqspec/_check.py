@@ -247,7 +247,7 @@ def check(
         from ._export import check_targets
 
         predict = {"keras": lambda x: keras.predict(km, x), "torch": lambda x: torch.predict(tm, x)}
-        result.targets = check_targets(spec, targets, torch.get_weights(tm, spec), predict, input_lengths(spec), BATCH_SIZES, tol, seed, say)
+        result.targets = check_targets(spec, targets, torch.get_weights(tm, spec), predict, input_lengths(spec), _batches(spec), tol, seed, say)
         result.failures += [f for t in result.targets.values() for f in t.failures]
 
     last = result.directions[-1]

@@ -25,7 +25,6 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
 
 from ._errors import BackendError, BackendUnavailable, SpecError
-from ._masks import MAKES
 from ._spec import Spec
 
 if TYPE_CHECKING:
@@ -152,15 +151,6 @@ def write_atomic(out: Path, write: Callable[[Path], Any]) -> Any:
     return result
 
 
-def refuse_masks(spec: Spec) -> None:
-    """Export writes no mask yet: a spec with token inputs or a mask-making layer is refused in
-    one located line (the runtimes' masking differs: TFLite's fused LSTM ignores masks, ONNX has
-    no mask input on its recurrent ops), rather than exported without its masks."""
-    for i, layer in enumerate(spec.layers):
-        if layer.mask_rule == MAKES:  # the node's own mask rule (seqspec/_masks.py): masking, embedding
-            raise BackendError(f"{spec.locate('layers', i)}: export does not carry masks or token inputs yet ({layer.type}); the spec runs on both backends, not as an artifact")
-
-
 def export(
     spec: Spec,
     to: str,
@@ -179,7 +169,6 @@ def export(
     says so in its notes).
     """
     target = load_target(to)
-    refuse_masks(spec)
     dtype = dtype or spec.dtype
     if dtype not in DTYPES:
         raise SpecError(f"dtype {dtype!r}: an artifact is float32 or float64")
@@ -259,18 +248,20 @@ def check_targets(
     weights: dict,
     predict: dict[str, Callable[["np.ndarray"], "np.ndarray"]],
     lengths: Sequence[Optional[int]],
-    batches: Sequence[int],
+    batches: Sequence[Union[int, tuple[int, Optional[str]]]],
     tol: float,
     seed: int = 0,
     say: Callable[[str], None] = lambda message: None,
 ) -> dict[str, TargetResult]:
-    """Export each target with `weights`, run it through its RUNNER at every batch size and length
-    (check's: seqspec._check.BATCH_SIZES, input_lengths), and compare it with each backend's
-    `predict` (name -> function) within `tol`, scaled as check scales it (by the output's size above 1).
+    """Export each target with `weights`, run it through its RUNNER at every batch and length
+    (check's: its batches, each a size or (size, mask pattern), and input_lengths), and compare it
+    with each backend's `predict` (name -> function) within `tol`, scaled as check scales it (by
+    the output's size above 1). The inputs are check's kind (seqspec._inputs.draw_inputs): token
+    ids, and for a spec that makes a mask from its input, rows masked at the end and anywhere.
     check passes its own settings in, so that this module does not import it (no import cycle)."""
     import numpy as np
 
-    refuse_masks(spec)
+    from ._inputs import draw_inputs
 
     def diff(a, b) -> float:
         if a.shape != b.shape:
@@ -281,8 +272,10 @@ def check_targets(
         return tol * max(1.0, float(np.max(np.abs(want))) if want.size else 1.0)
 
     rng = np.random.default_rng(seed + 1000)  # apart from check's own draws, which stay as they were
-    cases = [(b, t) for t in lengths for b in batches]
-    xs = [rng.standard_normal((b,) + ((t,) if t is not None else ()) + (spec.input.shape[-1],)).astype(spec.dtype) for b, t in cases]
+    kinds = [(b, None) if isinstance(b, int) else tuple(b) for b in batches]
+    drawn = [(b, t, pattern) for t in lengths for b, pattern in kinds]
+    cases = [(b, t) for b, t, _ in drawn]
+    xs = [draw_inputs(spec, rng, b, t, pattern) for b, t, pattern in drawn]
     expected = {name: [fn(x) for x in xs] for name, fn in predict.items()}
     results = {}
     for name in targets:
@@ -293,9 +286,14 @@ def check_targets(
             fixed = target.needs_fixed_shape(spec, spec.dtype)
             if fixed is not None:
                 result.notes.append(f"{name}: exported once per case: {fixed}")
-            runs = [(None, list(range(len(xs))))] if fixed is None else [(xs[k].shape, [k]) for k in range(len(xs))]
+            runs = [(None, list(range(len(xs))))]
+            if fixed is not None:  # one export per input shape (the mask patterns share one)
+                shapes: dict[tuple, list[int]] = {}
+                for k, x in enumerate(xs):
+                    shapes.setdefault(x.shape, []).append(k)
+                runs = list(shapes.items())
             for shape, ks in runs:
-                steps = ", ".join(f"batch {cases[k][0]}" + ("" if cases[k][1] is None else f" x {cases[k][1]:,} steps") for k in ks)
+                steps = ", ".join(dict.fromkeys(f"batch {cases[k][0]}" + ("" if cases[k][1] is None else f" x {cases[k][1]:,} steps") for k in ks))
                 say(f"checking {spec.name}: {name}: export and run ({steps}) ...")
                 artifact = work / f"{spec.name}{TARGETS[name][1] or '.artifact'}"
                 if artifact.exists():
@@ -312,9 +310,10 @@ def check_targets(
                         d = diff(y, outs[k])
                         result.max_abs_diff[backend] = max(result.max_abs_diff[backend], d)
                         if d > limit(outs[k]):
-                            b, t = cases[k]
+                            b, t, pattern = drawn[k]
                             got = f"shape {y.shape}, {backend} {outs[k].shape}" if y.shape != outs[k].shape else f"by {d:.3g}"
-                            result.failures.append(f"{name} differs from {backend} {got} at batch {b}, length {t} (tolerance {limit(outs[k]):.3g})")
+                            masked = f", {pattern}" if pattern else ""
+                            result.failures.append(f"{name} differs from {backend} {got} at batch {b}, length {t}{masked} (tolerance {limit(outs[k]):.3g})")
         except BackendError as e:
             result.failures.append(f"{name}: {e}")
         finally:

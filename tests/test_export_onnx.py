@@ -20,7 +20,8 @@ from onnx.reference import ReferenceEvaluator
 import seqspec
 import seqspec_onnx
 from helpers import spec_of
-from seqspec._check import BATCH_SIZES, TOLERANCE, _limit, input_lengths, random_weights
+from seqspec._check import BATCH_SIZES, TOLERANCE, _batches, _limit, input_lengths, random_weights
+from seqspec._inputs import draw_inputs
 from seqspec.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,43 +76,40 @@ def _attrs(node) -> dict:
 # --- every example spec, against both backends ----------------------------------------------------
 
 
-# Specs with masks or token inputs: export refuses them (no format here carries masks yet), tested below.
-MASKED = {"sentiment_tokens"}
-UNMASKED = [p for p in SPECS if p.stem not in MASKED]
+def test_the_token_spec_exports_with_its_mask_and_integer_input():
+    e = exported("sentiment_tokens")
+    (x,) = e.model.graph.input
+    assert x.type.tensor_type.elem_type == onnx.TensorProto.INT32
+    assert [d.dim_param for d in x.type.tensor_type.shape.dim] == ["batch", "time"]
+    assert e.nodes("Gather") and e.nodes("Scan") and not e.nodes("GRU")  # the GRU reads the mask: a Scan
+    assert e.notes[0] == "onnx: opset 21, float32, input [batch, time] int32 token ids"
 
 
-def test_the_example_specs_with_masks_are_the_ones_named_and_export_refuses_them_in_one_line(tmp_path):
-    found = {p.stem for p in SPECS if any(layer.type in ("masking", "embedding") for layer in seqspec.load(str(p)).layers)}
-    assert found == MASKED
-    for name in sorted(MASKED):
-        with pytest.raises(seqspec.BackendError, match=r"sentiment_tokens\.yaml:\d+:\d+: layers\[0\]: export does not carry masks or token inputs yet \(embedding\)"):
-            seqspec.export(seqspec.load(str(ROOT / "specs" / f"{name}.yaml")), "onnx", tmp_path / f"{name}.onnx")
-        assert list(tmp_path.iterdir()) == []
-
-
-@pytest.mark.parametrize("path", UNMASKED, ids=[p.stem for p in UNMASKED])
+@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
 def test_every_example_spec_exports_and_equals_both_backends(path):
+    """At check's batches, lengths and inputs: token ids, and masked rows where the spec makes a mask."""
     e = exported(path.stem)
     onnx.checker.check_model(e.model, full_check=True)
     session = _session(e.model)
     rng = np.random.default_rng(0)
     tol = TOLERANCE["float32"]
     for t in input_lengths(e.spec):
-        for b in BATCH_SIZES:
-            x = rng.standard_normal((b,) + ((t,) if t else ()) + (e.spec.input.shape[-1],)).astype("float32")
+        for b, pattern in _batches(e.spec):
+            x = draw_inputs(e.spec, rng, b, t, pattern)
             y = session.run(None, {"x": x})[0]
             for name, backend, model in (("keras", KERAS, e.keras), ("torch", TORCH, e.torch)):
                 want = backend.predict(model, x)
-                assert y.shape == want.shape, f"{name}, batch {b}, length {t}"
+                assert y.shape == want.shape, f"{name}, batch {b}, length {t}, {pattern}"
                 d = float(np.max(np.abs(y.astype(np.float64) - want)))
-                assert d <= _limit(tol, want), f"{name}, batch {b}, length {t}: differs by {d:.3g}"
+                assert d <= _limit(tol, want), f"{name}, batch {b}, length {t}, {pattern}: differs by {d:.3g}"
 
 
 def test_the_onnx_target_has_a_builder_for_every_node_and_every_activation():
-    # Masking and Embedding: seqspec.export refuses a spec with them before any builder runs.
-    unexported = (seqspec.Masking, seqspec.Embedding)
-    nodes = [c for c in seqspec.LAYER_CLASSES + seqspec.CELL_CLASSES if c not in unexported]
+    nodes = seqspec.LAYER_CLASSES + seqspec.CELL_CLASSES
     missing = [seqspec_onnx.BUILDERS.missing(c) for c in nodes if c not in seqspec_onnx.BUILDERS]
+    from seqspec_onnx._builders import MASKS
+
+    missing += [f"no mask for {c.__name__} in MASKS" for c in seqspec.LAYER_CLASSES if c.mask_rule == seqspec.MAKES and c not in MASKS]
     from seqspec_onnx._activations import ACTIVATIONS
 
     missing += [ACTIVATIONS.missing(a) for a in seqspec.ACTIVATIONS if a not in ACTIVATIONS]
@@ -254,6 +252,26 @@ def test_gru_against_keras_gru_by_hand(reset_after):
     layer.set_weights([kernel, recurrent, bias])
     want = np.asarray(layer(x))
     np.testing.assert_allclose(_session(model).run(None, {"x": x})[0], want, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_go_backwards_against_keras_by_hand(kind):
+    """go_backwards on the native ops: the steps read from the end, the outputs in the order read (as Keras)."""
+    import keras
+
+    spec = spec_of([{"type": kind, "units": 4, "go_backwards": True, "return_sequences": True}], [None, 3])
+    w = random_weights(spec, 14)
+    model, _ = seqspec_onnx.to_onnx(spec, w)
+    assert [n.op_type for n in model.graph.node if n.op_type in ("LSTM", "GRU", "Scan")] == [kind.upper()]
+    gates = seqspec.LSTM_GATES if kind == "lstm" else seqspec.GRU_GATES
+    layer = (keras.layers.LSTM if kind == "lstm" else keras.layers.GRU)(4, go_backwards=True, return_sequences=True)
+    layer.build((None, 8, 3))
+    stack = [np.concatenate([w[f"layers.0.{k}_{g}"] for g in gates], axis=-1) for k in ("kernel", "recurrent_kernel", "bias")]
+    if kind == "gru":
+        stack[2] = np.stack([stack[2], np.concatenate([w[f"layers.0.recurrent_bias_{g}"] for g in gates])])
+    layer.set_weights(stack)
+    x = np.random.default_rng(5).standard_normal((3, 8, 3)).astype("float32")
+    np.testing.assert_allclose(_session(model).run(None, {"x": x})[0], np.asarray(layer(x)), rtol=0, atol=1e-5)
 
 
 def test_gru_reset_after_against_torch_gru_by_hand():

@@ -21,6 +21,7 @@ needs_fixed_shape); LiteRT runs float32 only here.
 
 from __future__ import annotations
 
+import inspect
 import pathlib
 import tempfile
 import uuid
@@ -32,6 +33,7 @@ import tensorflow as tf
 
 from seqspec import BackendError, Spec
 
+from . import quiet_stderr
 from ._saved_model import keras_model
 
 RUNNER = pathlib.Path(__file__).with_name("_run_litert.py")
@@ -127,13 +129,18 @@ def _bidirectional(layer: keras.layers.Bidirectional, x: tf.Tensor) -> tf.Tensor
     return (a + b) / 2
 
 
-def _call(layer: keras.layers.Layer, x: tf.Tensor) -> tuple[tf.Tensor, bool]:
-    """(the layer's output in inference, whether it went through the fused LSTM)."""
-    if _fusable(layer):
-        return _lstm(layer, x), True
-    if isinstance(layer, keras.layers.Bidirectional) and _fusable(layer.forward_layer) and _fusable(layer.backward_layer, backward=True):
-        return _bidirectional(layer, x), True
-    return layer(x, training=False), False
+def _call(layer: keras.layers.Layer, x: tf.Tensor, mask: Optional[tf.Tensor]) -> tuple[tf.Tensor, Optional[tf.Tensor], bool]:
+    """(the layer's output in inference, the mask it gives, whether it went through the fused LSTM).
+
+    The mask is handed on explicitly, as the functional model hands it (compute_mask): a layer
+    that reads a mask is never fused, since TFLite's fused LSTM has no mask input."""
+    if mask is None and _fusable(layer):
+        return _lstm(layer, x), None, True
+    if mask is None and isinstance(layer, keras.layers.Bidirectional) and _fusable(layer.forward_layer) and _fusable(layer.backward_layer, backward=True):
+        return _bidirectional(layer, x), None, True
+    reads = mask is not None and "mask" in inspect.signature(layer.call).parameters
+    y = layer(x, training=False, mask=mask) if reads else layer(x, training=False)
+    return y, layer.compute_mask(x, mask), False
 
 
 def _top_layers(model: keras.Model) -> list[keras.layers.Layer]:
@@ -148,8 +155,9 @@ def convert(spec: Spec, weights: dict[str, np.ndarray], shape: tuple[int, ...], 
 
     def serve(x):
         fused.clear()
+        mask = None
         for i, layer in enumerate(layers):
-            x, was_fused = _call(layer, x)
+            x, mask, was_fused = _call(layer, x, mask)
             if was_fused:
                 fused.append(i)
         return x
@@ -160,12 +168,13 @@ def convert(spec: Spec, weights: dict[str, np.ndarray], shape: tuple[int, ...], 
     with tempfile.TemporaryDirectory() as tmp:
         archive = keras.export.ExportArchive()
         archive.track(model)
-        archive.add_endpoint(name="serve", fn=serve, input_signature=[tf.TensorSpec(list(shape), dtype, name="x")])
+        archive.add_endpoint(name="serve", fn=serve, input_signature=[tf.TensorSpec(list(shape), spec.input.dtype or dtype, name="x")])
         archive.write_out(tmp, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         try:
-            return converter.convert(), list(fused)
+            with quiet_stderr():  # the converter prints its errors there before raising them
+                return converter.convert(), list(fused)
         except Exception as e:  # the converter's errors run to pages: the first line that says what
             raise BackendError(f"{spec.locate('layers', _culprit(spec, str(e)))}: litert: {_first_reason(str(e))}") from None
 
@@ -176,7 +185,11 @@ def _first_reason(message: str) -> str:
     # The converter prefixes each error with the MLIR location (loc(callsite(fused[...]))): keep the op and what it lacks.
     op = re.search(r"'(tf\.\w+)' op ([^\n]*)", message)
     if op:
-        return f"needs the TensorFlow op {op.group(1)} ({op.group(2).strip()}), which LiteRT has no builtin for (only builtin TFLite ops are allowed, no Flex)"
+        # The details list each op with its tensor types: float64 ones have no builtin kernel
+        # (seqspec runs the ln_simple_rnn recurrence in float64 on every backend).
+        wide = re.search(re.escape(op.group(1)) + r"\([^\n]*xf64>", message)
+        on = " on float64 tensors" if wide else ""
+        return f"needs the TensorFlow op {op.group(1)}{on} ({op.group(2).strip()}), which LiteRT has no builtin for (only builtin TFLite ops are allowed, no Flex)"
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     for line in lines:
         if "error:" in line:
@@ -226,6 +239,10 @@ def export_artifact(spec: Spec, weights: dict[str, np.ndarray], path: pathlib.Pa
     lstm_ops = sorted({name for name in ops if name in FUSED_LSTM_OPS})
     if fused:
         notes.append(f"litert: layers {', '.join(f'[{i}]' for i in fused)} use the fused {', '.join(lstm_ops) or 'LSTM'} op; no Flex ops")
+        notes.append(
+            "litert: the fused LSTM keeps its states in variable tensors that persist between invocations: "
+            "call interpreter.reset_all_variables() before each invoke() to start every batch from zero states, as Keras does"
+        )
     else:
         notes.append("litert: no fused LSTM in this model; builtin ops only, no Flex ops")
     return notes

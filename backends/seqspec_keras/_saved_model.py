@@ -42,7 +42,9 @@ def with_dtype(spec: Spec, dtype: str) -> Spec:
 
 
 def input_signature(spec: Spec, dtype: str, shape: Optional[tuple[int, ...]] = None) -> tf.TensorSpec:
-    """The serving input: [batch, time, features] with None for every free axis, or `shape` fixed."""
+    """The serving input: [batch, time, features] (token ids: [batch, time] in the input's integer
+    dtype) with None for every free axis, or `shape` fixed."""
+    dtype = spec.input.dtype or dtype
     if shape is not None:
         return tf.TensorSpec(list(shape), dtype, name="x")
     return tf.TensorSpec([None, *spec.input.shape], dtype, name="x")
@@ -68,4 +70,5 @@ def export_artifact(spec: Spec, weights: dict[str, np.ndarray], path: pathlib.Pa
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise BackendError(f"{spec.locate('layers')}: saved-model: TensorFlow cannot save this model: {first}") from None
     dims = ["batch" if d is None and i == 0 else "time" if d is None else str(d) for i, d in enumerate(signature.shape.as_list())]
-    return [f"saved-model: signature {SIGNATURE!r} takes x [{', '.join(dims)}] {dtype} (None axes dynamic) and returns output_0"]
+    what = f"{spec.input.dtype} token ids" if spec.input.tokens else dtype
+    return [f"saved-model: signature {SIGNATURE!r} takes x [{', '.join(dims)}] {what} (None axes dynamic) and returns output_0"]

@@ -4,6 +4,12 @@ Every tensor between layers is channels-last, [batch, time, features] or [batch,
 the spec; convolutions and pools transpose to ONNX's channels-first layout around themselves.
 Recurrent layers become ONNX's own RNN, LSTM and GRU ops wherever those compute the layer
 exactly, and a Scan over the cell's step otherwise (ln_simple_rnn, activations the ops lack).
+
+Masks (seqspec/_masks.py) travel as a [batch, time] bool tensor beside the layers' outputs:
+`masking` and `embedding` make it (MASKS), and a layer that reads it finds it in `site.mask`. A
+recurrent layer under a mask is a Scan whose step keeps the old state where the step is masked,
+as Keras: ONNX's recurrent ops take each row's length (`sequence_lens`), which says where a row
+ends but not which steps inside it are masked.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import dataclasses
 from typing import Callable, Optional
 
 import numpy as np
-from onnx import helper
+from onnx import TensorProto, helper
 
 import seqspec as s
 from seqspec import Window
@@ -37,6 +43,7 @@ class Site(s.Site):
     model_dtype: str = "float32"  # the artifact's dtype, which `export --dtype` may set apart from the spec's
     weights: Optional[dict] = dataclasses.field(default=None, compare=False, hash=False, repr=False)
     notes: Optional[list] = dataclasses.field(default=None, compare=False, hash=False, repr=False)
+    mask: Optional[str] = None  # the [batch, time] bool tensor of the mask reaching the node (True: a real step), if any
 
     @property
     def dtype(self) -> str:
@@ -217,8 +224,10 @@ SCAN_CELLS: dict[type, tuple[Optional[tuple[str, ...]], int, Callable]] = {
 WIDE_CELLS = (s.LNSimpleRNNCell,)
 
 
-def _scan(cell, site: Site, g: Graph, x: str, reverse: bool) -> tuple[str, str]:
-    """(sequence [B, T, u] aligned to the input steps, last output [B, u]) of one direction, as a Scan."""
+def _scan(cell, site: Site, g: Graph, x: str, reverse: bool, mask: Optional[str] = None) -> tuple[str, str]:
+    """(sequence [B, T, u] aligned to the input steps, last output [B, u]) of one direction, as a
+    Scan. With `mask` [B, T] (bool), a masked step leaves every state as it was, so its output is
+    the last real step's (zeros before the first one) and `last` the last real step's, as Keras."""
     if type(cell) not in SCAN_CELLS:
         raise s.BackendError(f"{site.where()}: the onnx target has no Scan step for {cell.type!r} ({type(cell).__name__}): add one to SCAN_CELLS in {__name__.replace('.', '/')}.py")
     gates, n_states, step = SCAN_CELLS[type(cell)]
@@ -229,8 +238,10 @@ def _scan(cell, site: Site, g: Graph, x: str, reverse: bool) -> tuple[str, str]:
     # the step: onnxruntime 1.32's full optimisation segfaults when a Transpose, a Cast to float64
     # and a MatMul meet outside (measured on seq2seq_ln_rnn).
     steps = g.transpose(x, [1, 0, 2])
+    keep = None if mask is None else g.unsqueeze(g.transpose(mask, [1, 0]), 2)  # [T, B, 1]
     if reverse:
         steps = _flip_time(g, steps)
+        keep = None if keep is None else _flip_time(g, keep)
     if wide:
         outer.nodes, outer.initializers = g.nodes, g.initializers
         steps = g.op("Cast", [steps], to=outer.elem_type)
@@ -246,16 +257,22 @@ def _scan(cell, site: Site, g: Graph, x: str, reverse: bool) -> tuple[str, str]:
     state_in = [body.name("state") for _ in range(n_states)]
     x_t = body.name("x_t")
     new_states, y_t = step(cell, wsite, body, state_in, body.matmul_add(x_t, kernel, bias) if wide else x_t)
+    scanned = [value_info(x_t, outer.dtype, ["batch", kernel.shape[0 if wide else -1]])]
+    if keep is not None:
+        m_t = body.name("m_t")
+        scanned.append(helper.make_tensor_value_info(m_t, TensorProto.BOOL, ["batch", 1]))
+        new_states = [body.op("Where", [m_t, new, old]) for new, old in zip(new_states, state_in)]
+        y_t = new_states[0]  # every cell's output is its first state, h
     y_t = body.op("Identity", [y_t])
     graph = helper.make_graph(
         body.nodes,
         body.name("step"),
-        [value_info(n, outer.dtype, ["batch", u]) for n in state_in] + [value_info(x_t, outer.dtype, ["batch", kernel.shape[0 if wide else -1]])],
+        [value_info(n, outer.dtype, ["batch", u]) for n in state_in] + scanned,
         [value_info(n, outer.dtype, ["batch", u]) for n in new_states + [y_t]],
         body.initializers,
     )
     init = [outer.zeros_like_rows(x, u) for _ in range(n_states)]
-    outs = outer.op("Scan", init + [steps], outputs=n_states + 1, body=graph, num_scan_inputs=1)
+    outs = outer.op("Scan", init + [steps] + ([] if keep is None else [keep]), outputs=n_states + 1, body=graph, num_scan_inputs=1 + (keep is not None))
     last, seq = outs[0], outs[-1]
     if wide:
         last, seq = g.op("Cast", [last], to=g.elem_type), g.op("Cast", [seq], to=g.elem_type)
@@ -264,22 +281,24 @@ def _scan(cell, site: Site, g: Graph, x: str, reverse: bool) -> tuple[str, str]:
     return g.transpose(seq, [1, 0, 2]), last
 
 
-def _flip_time(g: Graph, x: str) -> str:
-    """`x` [T, ...] with its steps in reverse order."""
-    return g.op("Slice", [x, g.ints([-1]), g.ints([INT64_MIN]), g.ints([0]), g.ints([-1])])
+def _flip_time(g: Graph, x: str, axis: int = 0) -> str:
+    """`x` with its steps (along `axis`: [T, ...] by default) in reverse order."""
+    return g.op("Slice", [x, g.ints([-1]), g.ints([INT64_MIN]), g.ints([axis]), g.ints([-1])])
 
 
 def _directions(node, site: Site, g: Graph, x: str, sites: list[Site]) -> list[tuple[str, str]]:
     """(sequence, last) per direction of a recurrent layer (one site per direction: forward, then backward)."""
     cell = node.cell_node
-    out = _native(cell, sites, g, x)
+    out = None if site.mask is not None else _native(cell, sites, g, x)
     if out is not None:
         return out
     why = "ONNX has no layer-normalised RNN op" if isinstance(cell, s.LNSimpleRNNCell) else "the ONNX op cannot compute its activations exactly"
     if g.dtype == "float64" and type(cell) in NATIVE_CELLS:
         why = "in float64 the ONNX op runs only with its default activations (onnx's reference evaluator ignores others)"
+    if site.mask is not None:
+        why = "it reads a mask (ONNX's recurrent ops take row lengths, not a mask anywhere in a row)"
     site.note(f"onnx: {site.spec.locate(*site.path)} ({cell.type}) is a Scan over time: {why}")
-    return [_scan(cell, d, g, x, reverse=k == 1) for k, d in enumerate(sites)]
+    return [_scan(cell, d, g, x, reverse=k == 1, mask=site.mask) for k, d in enumerate(sites)]
 
 
 def _cell_site(node, site: Site) -> Site:
@@ -287,7 +306,13 @@ def _cell_site(node, site: Site) -> Site:
 
 
 def recurrent(node, site: Site, g: Graph, x: str) -> str:
-    """simple_rnn, lstm, gru and rnn: [B, T, F] -> [B, T, u] (return_sequences) or [B, u]."""
+    """simple_rnn, lstm, gru and rnn: [B, T, F] -> [B, T, u] (return_sequences) or [B, u].
+
+    go_backwards, as Keras: the steps (and their mask) read from the end, the outputs in the order read."""
+    if node.go_backwards:
+        x = _flip_time(g, x, axis=1)
+        if site.mask is not None:
+            site = dataclasses.replace(site, mask=_flip_time(g, site.mask, axis=1))
     seq, last = _directions(node, site, g, x, [_cell_site(node, site)])[0]
     return seq if node.return_sequences else last
 
@@ -297,6 +322,11 @@ def bidirectional(node: s.Bidirectional, site: Site, g: Graph, x: str) -> str:
     sites = [_cell_site(node.layer, dataclasses.replace(inner, prefix=inner.prefix + p)) for p in ("forward.", "backward.")]
     (fs, fl), (bs, bl) = _directions(node.layer, inner, g, x, sites)
     a, b = (fs, bs) if node.layer.return_sequences else (fl, bl)
+    if site.mask is not None and node.layer.return_sequences:
+        # Keras's Bidirectional sets zero_output_for_mask when returning sequences: zeros at masked steps.
+        keep = g.unsqueeze(site.mask, 2)
+        zero = g.const(0.0)
+        a, b = g.op("Where", [keep, a, zero]), g.op("Where", [keep, b, zero])
     if node.merge_mode == "concat":
         return g.op("Concat", [a, b], axis=-1)
     if node.merge_mode == "sum":
@@ -422,7 +452,12 @@ def global_max_pool1d(node, site: Site, g: Graph, x: str) -> str:
 
 
 def global_avg_pool1d(node, site: Site, g: Graph, x: str) -> str:
-    return g.op("ReduceMean", [x, g.ints([1])], keepdims=0)
+    if site.mask is None:
+        return g.op("ReduceMean", [x, g.ints([1])], keepdims=0)
+    # The mean of the real steps only, as Keras (0 / 0, NaN, for a row with none).
+    keep = g.op("Cast", [g.unsqueeze(site.mask, 2)], to=g.elem_type)
+    total = g.op("ReduceSum", [g.op("Mul", [x, keep]), g.ints([1])], keepdims=0)
+    return g.op("Div", [total, g.op("ReduceSum", [keep, g.ints([1])], keepdims=0)])
 
 
 def wavenet(node: s.WaveNet, site: Site, g: Graph, x: str) -> str:
@@ -447,6 +482,43 @@ def wavenet(node: s.WaveNet, site: Site, g: Graph, x: str) -> str:
         x = g.op("Add", [x, out])
         skips = out if skips is None else g.op("Add", [skips, out])
     return _channels_first(g, g.op("Relu", [skips]))
+
+
+# --- masks and tokens ------------------------------------------------------------------------------
+
+
+def masking(node: s.Masking, site: Site, g: Graph, x: str) -> str:
+    """keras.layers.Masking: the masked steps' features set to 0 (its mask: MASKS)."""
+    return g.op("Where", [g.unsqueeze(_masking_mask(node, site, g, x), 2), x, g.const(0.0)])
+
+
+def _masking_mask(node: s.Masking, site: Site, g: Graph, x: str) -> str:
+    """[B, T] bool: a step is real where some feature differs from mask_value."""
+    differs = g.op("Cast", [g.op("Not", [g.op("Equal", [x, g.const(node.mask_value)])])], to=TensorProto.INT32)
+    return g.op("Cast", [g.op("ReduceMax", [differs, g.ints([-1])], keepdims=0)], to=TensorProto.BOOL)
+
+
+def embedding(node: s.Embedding, site: Site, g: Graph, x: str) -> str:
+    """Token ids [B, T] (int32 or int64) -> the rows of the canonical `embeddings` [input_dim, output_dim]."""
+    return g.op("Gather", [g.const(site.w("embeddings"), "embeddings"), x], axis=0)
+
+
+def _embedding_mask(node: s.Embedding, site: Site, g: Graph, x: str) -> Optional[str]:
+    """[B, T] bool, ids != 0, with mask_zero; None otherwise."""
+    if not node.mask_zero:
+        return None
+    return g.op("Not", [g.op("Equal", [x, g.const(0, "padding_id", dtype=site.spec.input.dtype)])])
+
+
+# The mask a mask-making node (mask rule `makes`) gives, from its input: the other half of its builder.
+MASKS: dict[type, Callable[..., Optional[str]]] = {s.Masking: _masking_mask, s.Embedding: _embedding_mask}
+
+
+def mask_of(node, site: Site, g: Graph, x: str) -> Optional[str]:
+    """The mask `node` makes from its input `x` ([B, T] bool, or None), through MASKS."""
+    if type(node) not in MASKS:
+        raise s.BackendError(f"{site.where()}: the onnx target has no mask for {node.type!r}: add one to MASKS in {__name__.replace('.', '/')}.py")
+    return MASKS[type(node)](node, site, g, x)
 
 
 # --- padding, cropping and upsampling along time ------------------------------------------------
@@ -503,5 +575,7 @@ BUILDERS = s.Table(
         s.ZeroPadding1D: zero_padding1d,
         s.Cropping1D: cropping1d,
         s.UpSampling1D: upsampling1d,
+        s.Masking: masking,
+        s.Embedding: embedding,
     },
 )

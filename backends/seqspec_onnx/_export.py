@@ -11,8 +11,8 @@ from onnx import helper
 
 import seqspec as s
 
-from ._builders import BACKEND_NAME, Site, build
-from ._graph import IR_VERSION, OPSET, Graph, value_info
+from ._builders import BACKEND_NAME, Site, build, mask_of
+from ._graph import IR_VERSION, ONNX_DTYPES, OPSET, Graph, value_info
 
 INPUT, OUTPUT = "x", "y"
 
@@ -35,10 +35,15 @@ def to_onnx(spec: s.Spec, weights: dict, dtype: Optional[str] = None, shape: Opt
     x = INPUT
     in_shape = (None, *spec.input.shape)
     shape_in = in_shape
+    mask = None  # the [batch, time] bool tensor of the mask between layers, as Keras hands it on (seqspec/_masks.py)
     for i, (node, li) in enumerate(zip(spec.layers, info.layers)):
         g.scope = f"layers.{i}"
-        site = Site(BACKEND_NAME, spec, ("layers", i), shape_in, prefix=f"layers.{i}.", model_dtype=dtype, weights=weights, notes=notes)
-        x = build(node, site, g, x)
+        site = Site(BACKEND_NAME, spec, ("layers", i), shape_in, prefix=f"layers.{i}.", model_dtype=dtype, weights=weights, notes=notes, mask=mask)
+        x_in, x = x, build(node, site, g, x)
+        if node.mask_rule == s.MAKES:
+            mask = mask_of(node, site, g, x_in)
+        elif info.masks.given[i] is None:
+            mask = None
         shape_in = li.output_shape
     g.scope = ""
     g.nodes.append(helper.make_node("Identity", [x], [OUTPUT], name="output"))
@@ -50,7 +55,7 @@ def to_onnx(spec: s.Spec, weights: dict, dtype: Optional[str] = None, shape: Opt
     graph = helper.make_graph(
         g.nodes,
         spec.name,
-        [value_info(INPUT, dtype, _dims(in_shape, shape, ("batch", "time")))],
+        [helper.make_tensor_value_info(INPUT, ONNX_DTYPES[spec.input.dtype or dtype], _dims(in_shape, shape, ("batch", "time")))],
         [value_info(OUTPUT, dtype, _dims(info.output_shape, out_fixed, ("batch", "time_out")))],
         g.initializers,
     )
@@ -62,7 +67,8 @@ def to_onnx(spec: s.Spec, weights: dict, dtype: Optional[str] = None, shape: Opt
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise s.BackendError(f"{spec.where()}: the onnx target wrote a model onnx.checker refuses: {first}") from None
-    return model, [f"onnx: opset {OPSET}, {dtype}, input {'[batch, time, features]' if shape is None else list(shape)}"] + notes
+    axes = f"[batch, time] {spec.input.dtype} token ids" if spec.input.tokens else "[batch, time, features]" if len(in_shape) == 3 else "[batch, features]"
+    return model, [f"onnx: opset {OPSET}, {dtype}, input {axes if shape is None else list(shape)}"] + notes
 
 
 def export_artifact(spec: s.Spec, weights: dict, path: Path, dtype: str, shape: Optional[tuple] = None) -> list[str]:

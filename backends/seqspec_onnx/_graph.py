@@ -15,7 +15,7 @@ OPSET = 21
 # The IR version of opset 21 (onnx 1.16); newer IR versions would refuse older runtimes for nothing.
 IR_VERSION = 10
 
-ONNX_DTYPES = {"float32": TensorProto.FLOAT, "float64": TensorProto.DOUBLE}
+ONNX_DTYPES = {"float32": TensorProto.FLOAT, "float64": TensorProto.DOUBLE, "int32": TensorProto.INT32, "int64": TensorProto.INT64}
 INT64_MAX, INT64_MIN = np.iinfo(np.int64).max, np.iinfo(np.int64).min
 
 

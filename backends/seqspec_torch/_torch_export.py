@@ -52,7 +52,7 @@ def needs_fixed_shape(spec: Spec, dtype: str) -> Optional[str]:
     shortest length the model takes (torch specialises a length of 1, so the range would start
     above it). Both are found from the core's shape rules, without tracing.
     """
-    if len(spec.input.shape) == 1 or spec.input.shape[0] is not None:
+    if _vector(spec) or spec.input.shape[0] is not None:
         return None
     shortest = _shortest(spec)
     offsets: dict[int, set] = {}  # layer -> its output length minus its input length, at each length tried
@@ -80,8 +80,7 @@ def _lengths(spec: Spec, t: int) -> Optional[list[Optional[int]]]:
     """Each layer's output length for an input of t steps (None for a vector output), or None if the model refuses t."""
     if not _accepts(spec, t):
         return None
-    fixed = spec.model_copy(update={"input": spec.input.model_copy(update={"shape": [t, spec.input.shape[1]]})})
-    return [li.output_shape[1] if len(li.output_shape) == 3 else None for li in seqspec.infer(fixed).layers]
+    return [li.output_shape[1] if len(li.output_shape) == 3 else None for li in seqspec.infer(_at_length(spec, t)).layers]
 
 
 def _shortest(spec: Spec) -> int:
@@ -198,19 +197,34 @@ class ScanRecurrent(nn.Module):
         return self.layer.return_sequences
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if mask is not None:  # export refuses masked specs before tracing; never reached
-            raise ValueError("torch-export: a masked recurrent layer cannot be scanned")
         layer, dtype = self.layer, x.dtype
         # The step reads the cell's parameters here, at each call, not when the module is made:
         # torch.export swaps the parameters for traced ones while it traces.
         prepare, step, (carries,) = self.make_step(layer.cell)
         if layer.go_backwards:  # as Recurrent: read from the end, outputs in the order read
             x = x.flip(1)
+            mask = None if mask is None else mask.flip(1)
         xp = prepare(x).transpose(0, 1)  # [T, B, G*u]: scan walks dim 0
         h0 = xp.new_zeros(x.shape[0], layer.cell.units)
         init = h0 if carries == 1 else tuple(h0.clone() for _ in range(carries))
-        _, seq = scan(step, init, xp)
+        if mask is None:
+            _, seq = scan(step, init, xp)
+        else:
+            # As Recurrent.sequence's step loop: a masked step keeps every state as it was, so its
+            # output is the last real step's (zeros before the first one).
+            def masked(carry, inputs):
+                xp_t, m_t = inputs
+                new, _ = step(carry, xp_t)
+                if carries == 1:
+                    kept = torch.where(m_t, new, carry)
+                    return kept, kept.clone()
+                kept = tuple(torch.where(m_t, a, b) for a, b in zip(new, carry))
+                return kept, kept[0].clone()
+
+            _, seq = scan(masked, init, (xp, mask.transpose(0, 1).unsqueeze(-1)))
         seq = seq.transpose(0, 1).to(dtype)  # [B, T, u]
+        if mask is not None and layer.zero_output_for_mask and layer.return_sequences:
+            seq = torch.where(mask.unsqueeze(-1), seq, 0)
         if not layer.return_sequences:
             return seq[:, -1]
         return seq
@@ -248,12 +262,21 @@ def _with_dtype(spec: Spec, dtype: str) -> Spec:
 
 def _accepts(spec: Spec, t: int) -> bool:
     """Whether the spec's model takes `t` steps (every layer's output keeps at least one step)."""
-    fixed = spec.model_copy(update={"input": spec.input.model_copy(update={"shape": [t, spec.input.shape[1]]})})
     try:
-        info = seqspec.infer(fixed)
+        info = seqspec.infer(_at_length(spec, t))
     except seqspec.ShapeError:
         return False
     return all(d is None or d >= 1 for li in info.layers for d in li.output_shape[1:])
+
+
+def _vector(spec: Spec) -> bool:
+    """Whether the input is a vector [batch, features] (token ids [batch, time] are not)."""
+    return len(spec.input.shape) == 1 and not spec.input.tokens
+
+
+def _at_length(spec: Spec, t: int) -> Spec:
+    """`spec` with its input's length fixed at `t` steps."""
+    return spec.model_copy(update={"input": spec.input.model_copy(update={"shape": [t, *spec.input.shape[1:]]})})
 
 
 def _example_and_dims(spec: Spec, shape: Optional[tuple[int, ...]]):
@@ -261,24 +284,25 @@ def _example_and_dims(spec: Spec, shape: Optional[tuple[int, ...]]):
     features = spec.input.shape[-1]
     if shape is not None:
         return tuple(shape), None
-    if len(spec.input.shape) == 1:
+    if _vector(spec):
         return (_EXAMPLE_BATCH, features), ({0: torch.export.Dim("batch")},)
     batch = torch.export.Dim("batch")
+    rest = () if spec.input.tokens else (features,)  # token ids [batch, time] have no feature axis
     if spec.input.shape[0] is not None:
-        return (_EXAMPLE_BATCH, spec.input.shape[0], features), ({0: batch},)
+        return (_EXAMPLE_BATCH, spec.input.shape[0], *rest), ({0: batch},)
     shortest = _shortest(spec)
     example = next((t for t in _EXAMPLE_LENGTHS if t > shortest and _accepts(spec, t)), shortest)
     # The time dimension's range starts at the shortest length the model takes: below it a
     # convolution's output would have no step, which torch.export would refuse to trace as possible.
     time = torch.export.Dim("time", min=shortest)
-    return (_EXAMPLE_BATCH, example, features), ({0: batch, 1: time},)
+    return (_EXAMPLE_BATCH, example, *rest), ({0: batch, 1: time},)
 
 
 def export_program(spec: Spec, weights: dict[str, np.ndarray], dtype: str, shape: Optional[tuple[int, ...]] = None):
     """The torch.export.ExportedProgram of `spec` (see export_artifact)."""
     model = exportable_module(spec, weights, dtype)
     example_shape, dynamic = _example_and_dims(spec, shape)
-    x = torch.zeros(example_shape, dtype=_DTYPES[dtype])
+    x = torch.zeros(example_shape, dtype=getattr(torch, spec.input.dtype) if spec.input.tokens else _DTYPES[dtype])
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # scan is a prototype: torch warns on every trace
@@ -313,8 +337,9 @@ def export_artifact(spec: Spec, weights: dict[str, np.ndarray], path: pathlib.Pa
 def _describe_axes(spec: Spec, shape: Optional[tuple[int, ...]]) -> str:
     if shape is not None:
         return f"input fixed at {list(shape)}"
-    if len(spec.input.shape) == 1:
+    if _vector(spec):
         return f"input [batch, {spec.input.shape[0]}] with batch dynamic"
+    rest = f" {spec.input.dtype} token ids" if spec.input.tokens else f", {spec.input.shape[1]}"
     if spec.input.shape[0] is not None:
-        return f"input [batch, {spec.input.shape[0]}, {spec.input.shape[1]}] with batch dynamic (the spec fixes the length)"
-    return f"input [batch, time, {spec.input.shape[1]}] with batch and time dynamic"
+        return f"input [batch, {spec.input.shape[0]}{rest}] with batch dynamic (the spec fixes the length)"
+    return f"input [batch, time{rest}] with batch and time dynamic"
