@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 import seqspec
-from seqspec._check import BATCH_SIZES, TOLERANCE, input_lengths, random_weights
+from seqspec._check import TOLERANCE, _batches, input_lengths, random_weights
+from seqspec._inputs import ANYWHERE, END_PADDING, draw_inputs
 from seqspec_keras import _litert, _saved_model
 from seqspec_torch import _torch_export
 
@@ -33,9 +34,10 @@ def _load(name: str, dtype: str = "float32") -> seqspec.Spec:
 
 
 def _cases(spec: seqspec.Spec, dtype: str) -> list[np.ndarray]:
+    """check's inputs at check's lengths and batches: token ids, and rows masked at the end and
+    anywhere where the spec makes a mask (spec is in `dtype`)."""
     rng = np.random.default_rng(0)
-    shapes = [(b,) + ((t,) if t is not None else ()) + (spec.input.shape[-1],) for t in input_lengths(spec) for b in BATCH_SIZES]
-    return [rng.standard_normal(s).astype(dtype) for s in shapes]
+    return [draw_inputs(spec, rng, b, t, pattern) for t in input_lengths(spec) for b, pattern in _batches(spec)]
 
 
 def _run(module, artifact: pathlib.Path, xs: list[np.ndarray], tmp: pathlib.Path) -> list[np.ndarray]:
@@ -88,7 +90,14 @@ def _export_each(cases, module, artifact: str, tmp_path_factory) -> dict:
     return made
 
 
-TORCH_DYNAMIC = [("bidirectional", "float32"), ("peephole_lstm", "float32"), ("gru_textbook", "float64"), ("vector_to_sequence", "float32"), ("seq2seq_ln_rnn", "float32")]
+TORCH_DYNAMIC = [
+    ("bidirectional", "float32"),
+    ("peephole_lstm", "float32"),
+    ("gru_textbook", "float64"),
+    ("vector_to_sequence", "float32"),
+    ("seq2seq_ln_rnn", "float32"),
+    ("sentiment_tokens", "float64"),  # token ids, a mask from embedding's mask_zero
+]
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +138,7 @@ def test_torch_export_program_has_a_symbolic_time_axis_and_a_scan(torch_program)
     program = torch.export.load(tmp / "m.pt2")
     (x,) = [n for n in program.graph.nodes if n.op == "placeholder" and n.name == "x"]
     sizes = x.meta["val"].shape
-    assert all(not isinstance(d, int) for d in sizes[:1 if len(spec.input.shape) == 1 else 2]), sizes
+    assert all(not isinstance(d, int) for d in sizes[:1 if len(spec.input.shape) == 1 and not spec.input.tokens else 2]), sizes
     assert any("scan" in str(n.target) for n in program.graph.nodes if n.op == "call_function")
 
 
@@ -166,7 +175,7 @@ def test_torch_export_of_a_strided_spec_needs_a_fixed_shape_and_says_where(tmp_p
 
 # --- saved-model: a serving signature of [None, None, features] -------------------------------------------
 
-SAVED = [("peephole_lstm", "float32"), ("wavenet_gated", "float32"), ("bidirectional", "float64"), ("vector_to_sequence", "float32")]
+SAVED = [("peephole_lstm", "float32"), ("wavenet_gated", "float32"), ("bidirectional", "float64"), ("vector_to_sequence", "float32"), ("sentiment_tokens", "float32")]
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +203,7 @@ def test_saved_model_signature_is_dynamic_in_batch_and_time(saved_model):
 
     spec, _, dtype, tmp, *_ = saved_model
     (x,) = tf.saved_model.load(str(tmp / "model")).signatures["serving_default"].structured_input_signature[1].values()
-    assert x.shape.as_list() == [None, *spec.input.shape] and x.dtype.name == dtype
+    assert x.shape.as_list() == [None, *spec.input.shape] and x.dtype.name == (spec.input.dtype or dtype)
 
 
 # --- litert: fused LSTM ops, no Flex, fixed shapes ----------------------------------------------------------
@@ -237,6 +246,32 @@ def test_litert_interpreter_lists_the_fused_op(litert_lstm):
     assert sorted(ops) == ["FULLY_CONNECTED", "UNIDIRECTIONAL_SEQUENCE_LSTM"]
 
 
+def test_litert_fused_lstm_states_persist_between_invocations_until_reset(litert_lstm):
+    """LiteRT's fused LSTM holds h and c in variable tensors: a second invoke() on the same
+    interpreter starts from the first one's final states unless reset_all_variables() is called
+    (which the runner and the export note do)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    spec, weights, xs, ys, tmp, notes = litert_lstm
+    assert any("reset_all_variables()" in n for n in notes)
+    k = next(k for k, x in enumerate(xs) if x.shape[1] > 1)
+    interpreter = Interpreter(model_path=str(tmp / f"m{k}.tflite"))
+    interpreter.allocate_tensors()
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+
+    def invoke(reset: bool) -> np.ndarray:
+        if reset:
+            interpreter.reset_all_variables()
+        interpreter.set_tensor(inp["index"], xs[k])
+        interpreter.invoke()
+        return interpreter.get_tensor(out["index"]).copy()
+
+    first, carried, reset = invoke(False), invoke(False), invoke(True)
+    np.testing.assert_array_equal(first, ys[k])  # what the runner returned
+    assert float(np.max(np.abs(carried - first))) > 1e-3  # the states carried over
+    np.testing.assert_array_equal(reset, first)
+
+
 def test_litert_non_lstm_recurrence_converts_to_builtin_ops(tmp_path):
     """A GRU has no fused op: it converts to a WHILE loop of builtin ops, no Flex, and agrees."""
     spec = _load("seq2seq_gru")
@@ -247,6 +282,29 @@ def test_litert_non_lstm_recurrence_converts_to_builtin_ops(tmp_path):
     assert "WHILE" in ops and not any(op.startswith("Flex") for op in ops)
     assert any("no fused LSTM" in n for n in notes)
     _assert_agrees(spec, weights, [x], _run(_litert, tmp_path / "m.tflite", [x], tmp_path), "float32")
+
+
+def test_litert_masked_recurrence_is_a_builtin_loop_and_agrees(tmp_path):
+    """Token ids, an embedding's mask and a masked LSTM: TFLite's fused LSTM has no mask input, so
+    the masked LSTM converts to a WHILE loop of builtin ops (the unmasked one after it is fused)."""
+    from helpers import spec_of
+
+    layers = [
+        {"type": "embedding", "input_dim": 30, "output_dim": 4, "mask_zero": True},
+        {"type": "lstm", "units": 5, "return_sequences": True},
+        {"type": "gru", "units": 3},  # without return_sequences: the mask ends here
+        {"type": "repeat_vector", "n": 4},
+        {"type": "lstm", "units": 4},  # unmasked: fused
+    ]
+    spec = spec_of(layers, {"shape": [None], "dtype": "int32"})
+    weights = random_weights(spec, 2)
+    rng = np.random.default_rng(3)
+    xs = [draw_inputs(spec, rng, 6, 9, pattern) for pattern in (END_PADDING, ANYWHERE)]
+    notes = _litert.export_artifact(spec, weights, tmp_path / "m.tflite", "float32", xs[0].shape)
+    ops = _litert.op_names((tmp_path / "m.tflite").read_bytes())
+    assert "WHILE" in ops and not any(op.startswith("Flex") for op in ops), ops
+    assert any("layers [4] use the fused UNIDIRECTIONAL_SEQUENCE_LSTM" in n for n in notes), notes
+    _assert_agrees(spec, weights, xs, _run(_litert, tmp_path / "m.tflite", xs, tmp_path), "float32")
 
 
 @pytest.mark.parametrize("dtype, shape, says", [("float64", (1, 7, 1), "float32 only"), ("float32", None, "give the input shape")])

@@ -48,6 +48,9 @@ def run(model_path, inputs_path, outputs_path):
                 interpreter.resize_tensor_input(inp["index"], list(x.shape))
                 interpreter.allocate_tensors()
             interpreter.set_tensor(inp["index"], x.astype(inp["dtype"], copy=False))
+            # The fused LSTM op keeps its h and c in variable tensors that persist between
+            # invocations: each batch is a new sequence, from zero states, as in Keras.
+            interpreter.reset_all_variables()
             interpreter.invoke()
             outputs[f"y{i}"] = interpreter.get_tensor(out["index"]).copy()
     np.savez(outputs_path, **outputs)
