@@ -58,6 +58,7 @@ def main(argv=None) -> int:
     parser.add_argument("--doc", default=str(ROOT / "docs" / "export.md"))
     parser.add_argument("--json", metavar="FILE", help="also write every check result here")
     parser.add_argument("--start", metavar="NAME", help="begin at this spec (alphabetical): the earlier rows keep their cells")
+    parser.add_argument("--only", metavar="NAMES", help="run only these specs (comma-separated stems): the other rows keep their cells")
     args = parser.parse_args(argv)
     wanted = [t.strip() for t in args.targets.split(",") if t.strip()]
     runnable, missing = [], {}
@@ -73,6 +74,8 @@ def main(argv=None) -> int:
     results = []
     for path in sorted(Path(args.specs).glob("*.yaml")):
         if args.start and path.stem < args.start:
+            continue
+        if args.only and path.stem not in args.only.split(","):
             continue
         spec = seqspec.load(str(path))
         start = time.perf_counter()
