@@ -339,7 +339,7 @@ def _describe_axes(spec: Spec, shape: Optional[tuple[int, ...]]) -> str:
         return f"input fixed at {list(shape)}"
     if _vector(spec):
         return f"input [batch, {spec.input.shape[0]}] with batch dynamic"
-    rest = f" {spec.input.dtype} token ids" if spec.input.tokens else f", {spec.input.shape[1]}"
+    rest, ids = ("", f" of {spec.input.dtype} token ids") if spec.input.tokens else (f", {spec.input.shape[1]}", "")
     if spec.input.shape[0] is not None:
-        return f"input [batch, {spec.input.shape[0]}{rest}] with batch dynamic (the spec fixes the length)"
-    return f"input [batch, time{rest}] with batch and time dynamic"
+        return f"input [batch, {spec.input.shape[0]}{rest}]{ids} with batch dynamic (the spec fixes the length)"
+    return f"input [batch, time{rest}]{ids} with batch and time dynamic"
