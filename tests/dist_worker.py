@@ -2,11 +2,14 @@
 environment gives it (torchrun's variables, or none: one process), the specs made tiny, and saves
 each trained model's canonical weights. Not a test module: tests/test_distributed.py launches it.
 
-    python tests/dist_worker.py OUT BACKEND NPROCS EPOCHS SPEC...
+    python tests/dist_worker.py OUT BACKEND NPROCS EPOCHS SPEC... [--resume SPEC]
 
 NPROCS is a list such as 2,1: each spec is trained with each N in turn, its weights written to
 OUT/N/NAME.npz. Runs of N = 1 are trained by rank 0 alone (the other processes have nothing to do);
 the keras backend's N replicas live in this one process, and its N = 1 runs use plain Keras.
+`--resume SPEC` (keras) then trains SPEC through the command line in this same process (its
+TensorFlow devices are set up for the replicas already): one epoch under --nproc 2 with a
+checkpoint, resumed under --nproc 2 to EPOCHS, into OUT/resume.
 """
 
 from __future__ import annotations
@@ -44,7 +47,27 @@ def train_one(path: str, backend: str, nproc: int, epochs: int) -> dict[str, np.
     return seqspec.get_backend(backend).get_weights(run.model, prepared.spec)
 
 
+def resume_run(out: str, backend: str, epochs: int, path: str) -> None:
+    from pathlib import Path
+
+    from seqspec._train import RunRecord
+    from seqspec.cli import main as cli
+
+    # The plots prove nothing about resuming (test_train checks them): written empty.
+    RunRecord.plot_learning_curves = RunRecord.plot_forecasts = lambda self, where: Path(where).write_bytes(b"")
+    run = os.path.join(out, "resume")
+    base = ["train", path, "--backend", backend, "--nproc", "2"]
+    if cli([*base, "--epochs", "1", "--checkpoint-every", "1", "--out", run]) != 0:
+        raise SystemExit(f"{run}: the first epoch failed")
+    if cli([*base, "--epochs", str(epochs), "--resume", run]) != 0:
+        raise SystemExit(f"{run}: the resume failed")
+
+
 def main(argv: list[str]) -> int:
+    resume = None
+    if "--resume" in argv:
+        i = argv.index("--resume")
+        resume, argv = argv[i + 1], argv[:i] + argv[i + 2 :]
     out, backend, nprocs, epochs, *specs = argv
     rank = int(os.environ.get("RANK", "0"))
     for nproc in map(int, nprocs.split(",")):
@@ -56,6 +79,8 @@ def main(argv: list[str]) -> int:
             if rank == 0:
                 name = os.path.splitext(os.path.basename(path))[0]
                 np.savez(os.path.join(out, str(nproc), f"{name}.npz"), **weights)
+    if resume is not None:
+        resume_run(out, backend, int(epochs), resume)
     return 0
 
 

@@ -1,7 +1,7 @@
 """Data-parallel training equals one process: every example spec's float64 weights after two epochs
 agree to 1e-9 between N = 1 and N = 2 (torch DDP over gloo; Keras MirroredStrategy on two logical
-CPU devices), with uneven and empty shards, batch norm, dropout and clipnorm; `--nproc` and
-`python -m seqspec`; the launcher's environment."""
+CPU devices), with uneven and empty shards, batch norm, dropout and clipnorm; Keras's checkpoints
+under --nproc resume bit-identical; `--nproc` and `python -m seqspec`; the launcher's environment."""
 
 from __future__ import annotations
 
@@ -22,9 +22,10 @@ from seqspec.cli import main
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "tests" / "dist_worker.py"
 TRAIN_SPECS = sorted(p for p in (ROOT / "specs").glob("*.yaml") if "\ntrain:" in p.read_text())
-# Keras traces its steps per spec and replica set (seconds each): an example spec (batch norm, Adam)
-# and keras_mix below, which holds every other kind of layer its strategy path meets.
-KERAS_SPECS = [ROOT / "specs" / "seq2seq_batch_norm.yaml"]
+# Keras traces its steps per spec and replica set (seconds each), so it trains own_specs' drop_lstm
+# (an LSTM's dropout, batch norm, a Dropout layer, Adam with clipnorm) and keras_mix below, which
+# holds every other kind of layer its strategy path meets; every example spec is measured by
+# benchmarks/keras_nproc_specs.py (docs/scale.md).
 TOLERANCE = 1e-9  # check's float64 tolerance
 
 
@@ -60,23 +61,27 @@ def own_specs(folder: Path) -> list[Path]:
 
 
 def keras_mix(folder: Path) -> Path:
-    """conv_gru's strided convolution and GRU, batch norm, wavenet_gated's custom layer, SGD with
-    momentum and clipnorm; 25 series in batches of 8 (an empty shard). No dropout: refused under replicas."""
+    """conv_gru's strided convolution and GRU (with dropout and recurrent dropout), batch norm, a
+    Dropout layer, wavenet_gated's custom layer, SGD with momentum and clipnorm; 25 series in batches
+    of 8 (an empty shard)."""
     layers = [
         {"type": "conv1d", "filters": 4, "kernel_size": 4, "strides": 2, "padding": "valid"},
-        {"type": "gru", "units": 4, "return_sequences": True},
+        {"type": "gru", "units": 4, "return_sequences": True, "dropout": 0.2, "recurrent_dropout": 0.3},
         {"type": "batch_norm"},
+        {"type": "dropout", "rate": 0.25},
         {"type": "wavenet", "filters": 3, "dilation_rates": [1, 2], "gated": True},
         {"type": "time_distributed", "layer": {"type": "dense", "units": 2}},
     ]
     return write_spec(folder / "keras_mix.yaml", layers, 25, 8, {"type": "sgd", "learning_rate": 0.05, "momentum": 0.9, "clipnorm": 0.1})
 
 
-def launch(out: Path, backend: str, specs: list[Path]) -> list[subprocess.Popen]:
+def launch(out: Path, backend: str, specs: list[Path], resume: Path | None = None) -> list[subprocess.Popen]:
     """Train `specs` with N = 2, then N = 1, into out/2 and out/1: torch as two processes (torchrun's
-    variables; rank 0 also trains N = 1), keras as one process of two replicas (N = 1: plain Keras)."""
+    variables; rank 0 also trains N = 1), keras as one process of two replicas (N = 1: plain Keras),
+    which then resumes `resume` under --nproc 2 (dist_worker.py's --resume)."""
     cmd = [sys.executable, str(WORKER), str(out), backend, "2,1", "2", *map(str, specs)]
     if backend == "keras":
+        cmd += ["--resume", str(resume)]
         return [subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)]
     world = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": "2"}
     return [subprocess.Popen(cmd, env=env(**world, RANK=str(r)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for r in range(2)]
@@ -101,9 +106,10 @@ def differences(one: Path, two: Path) -> dict[str, float]:
 def trained(tmp_path_factory):
     """Both backends, N = 2 and N = 1, the torch pair and the keras process at once."""
     root = tmp_path_factory.mktemp("dist")
-    torch_specs = [*TRAIN_SPECS, *own_specs(root)]
-    keras_specs = [*KERAS_SPECS, keras_mix(root)]
-    runs = [launch(root / "torch", "torch", torch_specs), launch(root / "keras", "keras", keras_specs)]
+    drop_lstm, *others = own_specs(root)
+    torch_specs = [*TRAIN_SPECS, drop_lstm, *others]
+    keras_specs = [drop_lstm, keras_mix(root)]
+    runs = [launch(root / "torch", "torch", torch_specs), launch(root / "keras", "keras", keras_specs, resume=drop_lstm)]
     for procs in runs:
         finish(procs)
     return root, torch_specs, keras_specs
@@ -184,16 +190,84 @@ def test_nproc_errors_are_one_line(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
-def test_keras_refuses_dropout_under_replicas(tmp_path):
-    import seqspec
-    from seqspec_keras._distributed import refuse_dropout
+def test_a_keras_shards_dropout_masks_are_the_global_batchs_rows():
+    """What each replica computes in its step: the masks drawn for the global batch of 5 from the
+    same seed states, cut to its rows 2-4: the Dropout layer's, an LSTM's dropout and recurrent
+    dropout (one mask per sequence) and a GRU's. Drawn for its own 3 rows, they would differ."""
+    import keras
+    import tensorflow as tf
+    from seqspec_keras import _distributed, _resume
 
-    specs = own_specs(tmp_path)
-    with pytest.raises(SpecError, match=r"drop_lstm.yaml:1:\d+: layers\[0\]: .*depend on --nproc\); use --backend torch$"):
-        refuse_dropout(seqspec.load(specs[0]))
-    with pytest.raises(SpecError, match=r"layers\[0\]"):
-        refuse_dropout(seqspec.load(specs[1]))
-    refuse_dropout(seqspec.load(specs[2]))  # no dropout: trained
+    inputs = keras.Input((6, 3), dtype="float64")
+    h = keras.layers.LSTM(4, dropout=0.3, recurrent_dropout=0.4, return_sequences=True, dtype="float64")(inputs)
+    h = keras.layers.Dropout(0.5, dtype="float64")(h)
+    model = keras.Model(inputs, keras.layers.GRU(2, dropout=0.2, recurrent_dropout=0.3, dtype="float64")(h))
+    x = np.random.default_rng(0).normal(size=(5, 6, 3))
+
+    def run(rows, bounds=None):
+        _resume.seed_dropout(model, 7)
+        with _distributed.drawing_global_masks():
+            if bounds is None:
+                return model(x[rows], training=True).numpy()
+            with _distributed.global_masks(tf.constant(bounds[0]), tf.constant(bounds[1])):
+                return model(x[rows], training=True).numpy()
+
+    whole = run(slice(0, 5))
+    np.testing.assert_array_equal(run(slice(2, 5), (2, 5)), whole[2:])
+    np.testing.assert_array_equal(run(slice(0, 2), (0, 5)), whole[:2])
+    assert np.max(np.abs(run(slice(2, 5)) - whole[2:])) > 1e-3  # a shard's own draw: other masks
+    assert np.max(np.abs(model(x, training=False).numpy() - whole)) > 1e-3  # the masks did act
+
+
+@pytest.mark.parametrize(
+    "loss, metric, units, labels",
+    [("mse", "last_time_step_mse", 2, "seq2seq"), ("mae", "mae", 2, "seq2seq"), ("binary_crossentropy", "accuracy", 1, "binary"), ("sparse_categorical_crossentropy", "accuracy", 3, "classes")],
+)
+def test_a_keras_replicas_loss_and_validation_are_one_processs(loss, metric, units, labels):
+    """Every loss a spec can name: a replica's part of the loss (its unreduced values over the global
+    batch's count; here the only replica's) and the validation callback's scores are what Keras's
+    own compiled loss and evaluate give in one process."""
+    import keras
+    import tensorflow as tf
+    from seqspec import Split
+    from seqspec_keras import _distributed, _train
+
+    rng = np.random.default_rng(1)
+    seq = labels == "seq2seq"
+    inputs = keras.Input((5, 2) if seq else (4,), dtype="float64")
+    act = {"binary": "sigmoid", "classes": "softmax"}.get(labels, "linear")
+    head = keras.layers.Dense(units, activation=act, dtype="float64")
+    model = keras.Model(inputs, head(keras.layers.SimpleRNN(3, return_sequences=True, dtype="float64")(inputs)) if seq else head(inputs))
+    x = rng.normal(size=(9, 5, 2) if seq else (9, 4))
+    y = {"seq2seq": lambda: rng.normal(size=(9, 5, units)), "binary": lambda: rng.integers(0, 2, 9).astype("float64"), "classes": lambda: rng.integers(0, 3, 9).astype("float64")}[labels]()
+    replicated = _distributed.ReplicatedModel(model, _train.make_loss(loss, "float64"))
+    pred = model(x)
+    part, total, k = replicated._global_loss(tf.constant(y), pred)
+    # What one process's step differentiates (the history's loss tracker holds it in float32).
+    want = {"loss": float(_train.make_loss(loss, "float64")(y, pred))}
+    assert abs(float(part) - want["loss"]) <= 1e-15 and float(total) == float(part) and int(k) == 9
+    model.compile(loss=_train.make_loss(loss, "float64"), metrics=[_train.make_metric(metric, "float64", loss)])
+    want[metric] = model.evaluate(tf.data.Dataset.from_tensor_slices((x, y)).batch(9), verbose=0, return_dict=True)[metric]
+    check = _distributed.Validation(Split(x, y), _train.make_loss(loss, "float64"), {metric: _train.make_metric(metric, "float64", loss)}, 4)
+    check.set_model(replicated)
+    logs = {}
+    check.on_epoch_end(0, logs)
+    assert abs(logs["val_loss"] - want["loss"]) <= 1e-15 and abs(logs[f"val_{metric}"] - want[metric]) <= 1e-15, (logs, want)
+
+
+def test_keras_checkpoints_under_replicas_resume_bit_identical(trained):
+    """One epoch with a checkpoint under --nproc 2, resumed under --nproc 2 to the second: bit-identical
+    to the two epochs trained straight (weights and moving statistics, Adam's moments, the dropout
+    seed states all come back on every replica)."""
+    root, _, _ = trained
+    resumed, straight = load_file(str(root / "keras" / "resume" / "weights.safetensors")), np.load(root / "keras" / "2" / "drop_lstm.npz")
+    assert sorted(resumed) == sorted(straight.files)
+    for k in resumed:
+        np.testing.assert_array_equal(resumed[k], straight[k], err_msg=k)
+    record = json.loads((root / "keras" / "resume" / "checkpoint" / "epoch-00002.json").read_text())
+    assert record["nproc"] == 2 and record["backend"] == "keras"
+    history = json.loads((root / "keras" / "resume" / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
 
 
 def test_keras_refuses_tf_config_across_workers_in_one_line(monkeypatch):

@@ -1,6 +1,7 @@
 """Checkpoints and resume: `--checkpoint-every K` writes the model, optimizer, random state and epoch
 into the run folder; `--resume DIR` continues; a stopped and resumed run (Ctrl-C included) ends
-bit-identical in float64 to one that was not stopped, on both backends."""
+bit-identical in float64 to one that was not stopped, on both backends (keras under --nproc 2:
+tests/test_distributed.py, whose process has its replicas' devices)."""
 
 from __future__ import annotations
 
@@ -135,13 +136,6 @@ def test_keras_resumed_run_ends_bit_identical_to_one_never_stopped(tmp_path, cap
     metrics = [json.loads((r / "metrics.json").read_text()) for r in (full, run)]
     want = (6, 4) if early_stopping else (5, 5)
     assert [(m["epochs_run"], m["weights_epoch"]) for m in metrics] == [want, want]
-
-
-def test_keras_refuses_checkpoints_under_replicas_in_one_line(straight, tmp_path, capsys):
-    spec, _ = straight
-    assert main(["train", str(spec), "--backend", "keras", "--nproc", "2", "--epochs", "1", "--checkpoint-every", "1", "--out", str(tmp_path / "k")]) == 2
-    assert capsys.readouterr().err.strip() == "--checkpoint-every, --resume: the keras backend writes checkpoints in one process, not under --nproc (the torch backend does both)"
-    assert not (tmp_path / "k").exists()
 
 
 def test_ctrl_c_leaves_a_checkpoint_that_resumes_bit_identical(tmp_path):

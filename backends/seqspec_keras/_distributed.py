@@ -4,23 +4,27 @@ training whatever N.
 
 Keras's fit runs on a copy of the model built under the strategy, with its own train and test
 steps: every global batch of the plan is cut into contiguous shards (seqspec.shard_bounds), one per
-replica; a replica's loss is the sum of its shard's squared (absolute) errors over the global
-batch's number of values, so that the replicas' gradients sum to the global mean's; the gradients
+replica; a replica's loss is the sum of its shard's unreduced loss values (Keras's own loss function)
+over the global batch's count of them, so that the replicas' gradients sum to the global mean's; the gradients
 are summed first and clipped after (Keras's optimizer under a strategy clips each replica's own
-gradient before it sums them); batch normalisation is synchronized (its sums over every replica).
-Dropout is refused: Keras draws a replica's masks for its own shard, so they would depend on N.
+gradient before it sums them); batch normalisation is synchronized (its sums over every replica);
+dropout draws each mask for the whole global batch on every replica, from the same seed state, and
+keeps the replica's rows (`global_masks`): every example gets the mask it gets in one process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Optional
+import threading
+from typing import Iterator, Optional
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 import seqspec as s
+from keras.src.backend.tensorflow import random as _keras_random
 
 _strategy: Optional[tf.distribute.Strategy] = None
 
@@ -29,8 +33,6 @@ def start_world(plan: s.Plan) -> None:
     """Make the strategy for plan.nproc replicas, before TensorFlow's devices are first used: N GPUs
     when there are that many, else N logical devices on the CPU; under TF_CONFIG one replica per worker."""
     global _strategy
-    if plan.checkpoint is not None and plan.nproc > 1:  # before the model is built: nothing is trained to be lost
-        raise s.SpecError("--checkpoint-every, --resume: the keras backend writes checkpoints in one process, not under --nproc (the torch backend does both)")
     if plan.nproc <= 1:
         _strategy = None
         return
@@ -68,30 +70,49 @@ def strategy() -> Optional[tf.distribute.Strategy]:
     return _strategy
 
 
-def refuse_dropout(spec: s.Spec) -> None:
-    """A one-line error for a spec with dropout: its masks would depend on the number of replicas."""
+_shard = threading.local()  # per replica thread (MirroredStrategy traces each replica in its own): (start, global batch)
+_keras_dropout = _keras_random.dropout
 
-    def walk(node, path):
-        if isinstance(node, dict):
-            if node.get("type") == "dropout" and node.get("rate", 0) > 0 or node.get("dropout", 0) > 0 or node.get("recurrent_dropout", 0) > 0:
-                return path
-            for k, v in node.items():
-                found = walk(v, path)
-                if found is not None:
-                    return found
-        elif isinstance(node, list):
-            for v in node:
-                found = walk(v, path)
-                if found is not None:
-                    return found
-        return None
 
-    for i, layer in enumerate(spec.layers):
-        if walk(layer.model_dump(mode="json"), i) is not None:
-            raise s.SpecError(
-                f"{spec.where('layers', i)}: layers[{i}]: the keras backend trains dropout on one replica only "
-                "(a replica draws masks for its own shard, so training would depend on --nproc); use --backend torch"
-            )
+@contextlib.contextmanager
+def global_masks(start: tf.Tensor, total: tf.Tensor) -> Iterator[None]:
+    """While a replica's training step is traced: every dropout mask (the Dropout layer's, the
+    recurrent layers' dropout and recurrent_dropout, every one Keras draws through
+    keras.src.backend.random.dropout) is drawn for the global batch of `total` examples, then cut
+    to this replica's rows [start, start + its batch).
+
+    Every replica's seed-generator states start equal and advance once a draw, so each draws what
+    one process draws for the whole batch: Philox's stateless draw of the same shape from the same
+    state. Keras has no public hook for it: the function its layers call is replaced for the
+    duration of the replicated fit (`drawing_global_masks`); outside a replica's step it is Keras's own."""
+    previous = getattr(_shard, "bounds", None)
+    _shard.bounds = (start, total)
+    try:
+        yield
+    finally:
+        _shard.bounds = previous
+
+
+def _dropout(inputs, rate, noise_shape=None, seed=None):
+    bounds = getattr(_shard, "bounds", None)
+    per_example = noise_shape is None or noise_shape[0] is None
+    if bounds is None or rate in (0.0, 1.0) or not per_example:
+        return _keras_dropout(inputs, rate, noise_shape=noise_shape, seed=seed)
+    start, total = bounds
+    shape = tf.unstack(tf.shape(inputs)) if noise_shape is None else [tf.shape(inputs)[i] if d is None else d for i, d in enumerate(noise_shape)]
+    # Keras's draw on ones is the mask (0 or 1 / (1 - rate)); inputs * mask is what it computes on the inputs.
+    mask = _keras_dropout(tf.ones(tf.stack([total, *shape[1:]]), dtype=inputs.dtype), rate, seed=seed)
+    return inputs * mask[start : start + tf.shape(inputs)[0]]
+
+
+@contextlib.contextmanager
+def drawing_global_masks() -> Iterator[None]:
+    """Keras's dropout replaced by one that honours global_masks, for the replicated fit."""
+    _keras_random.dropout = _dropout
+    try:
+        yield
+    finally:
+        _keras_random.dropout = _keras_dropout
 
 
 def _replicated_optimizer(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
@@ -108,24 +129,32 @@ def _replicated_optimizer(optimizer: keras.optimizers.Optimizer) -> keras.optimi
 class ReplicatedModel(keras.Model):
     """The spec's model under a strategy, trained on one contiguous shard of each global batch per replica."""
 
-    def __init__(self, inner: keras.Model, loss: str):
+    def __init__(self, inner: keras.Model, loss: keras.losses.Loss):
         super().__init__()
-        self.inner, self.loss_name = inner, loss
+        self.inner, self.per_example = inner, loss
 
     def call(self, x, training=False):
         return self.inner(x, training=training)
 
     def _global_loss(self, y, pred):
-        """(this replica's part of the global batch's mean loss, the global mean, this shard's size)."""
+        """(this replica's part of the global batch's mean loss, the global mean, this shard's size):
+        the loss's unreduced values (per value, or per example and step: Keras's own function)
+        summed over the shard, over the global batch's count of them, as Keras's mean in one process."""
         ctx = tf.distribute.get_replica_context()
-        err = tf.square(y - pred) if self.loss_name == "mse" else tf.abs(y - pred)
-        count = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(tf.size(err), err.dtype))
-        part = tf.reduce_sum(err) / count
+        dtype = self.per_example.dtype
+        values = self.per_example.call(tf.cast(y, dtype), tf.cast(pred, dtype))
+        count = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(tf.size(values), values.dtype))
+        part = tf.reduce_sum(values) / count
         return part, ctx.all_reduce(tf.distribute.ReduceOp.SUM, part), tf.shape(y)[0]
 
     def train_step(self, data):
         x, y = data
-        with tf.GradientTape() as tape:
+        ctx = tf.distribute.get_replica_context()
+        world, replica = ctx.num_replicas_in_sync, ctx.replica_id_in_sync_group
+        batch = tf.cast(ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(tf.shape(x)[0], tf.float64)), tf.int32)
+        base, extra = batch // world, batch % world  # this replica's first row, as seqspec.shard_bounds
+        start = replica * base + tf.minimum(replica, extra)
+        with tf.GradientTape() as tape, global_masks(start, batch):
             pred = self.inner(x, training=True)  # not self(x): a subclassed Model casts its inputs to floatx
             part, total, k = self._global_loss(y, pred)
         weights = self.trainable_weights
@@ -146,23 +175,24 @@ class ReplicatedModel(keras.Model):
         return self.compute_metrics(x, y, pred, sample_weight=None)
 
 
-def replicate(spec: s.Spec, model: keras.Model, plan: s.Plan, compile_model) -> ReplicatedModel:
-    """A copy of `model` (its weights) built under the strategy and compiled for replicated training."""
-    refuse_dropout(spec)
+def replicate(spec: s.Spec, model: keras.Model, plan: s.Plan, compile_model, loss: keras.losses.Loss) -> ReplicatedModel:
+    """A copy of `model` (its weights) built under the strategy and compiled for replicated training
+    on `loss` (the run's, whose unreduced values each replica sums)."""
     with _strategy.scope():
         inner = s.get_backend("keras").build(spec)
         inner.set_weights(model.get_weights())
         for layer in inner._flatten_layers(include_self=False, recursive=True):
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.synchronized = True  # statistics over the global batch
-        replicated = ReplicatedModel(inner, plan.loss)
+        replicated = ReplicatedModel(inner, loss)
         compile_model(replicated, spec, plan)
         replicated.optimizer = _replicated_optimizer(replicated.optimizer)
+        replicated.optimizer.build(replicated.trainable_variables)  # before a checkpoint's state is restored into it
     return replicated
 
 
-def dataset(split: s.Split, plan: s.Plan) -> tf.distribute.DistributedDataset:
-    """Every epoch's global batches in the plan's order, each as one contiguous shard per replica:
+def dataset(split: s.Split, plan: s.Plan, first: int = 0) -> tf.distribute.DistributedDataset:
+    """Every epoch's global batches in the plan's order from epoch `first` (a resumed run's), each as one contiguous shard per replica:
     a pipeline (one per worker) yields its replicas' shards in turn, which the strategy hands to
     its replicas in that order."""
     world = _strategy.num_replicas_in_sync
@@ -174,7 +204,7 @@ def dataset(split: s.Split, plan: s.Plan) -> tf.distribute.DistributedDataset:
 
         def shards():
             n, bs = len(split.x), plan.batch_size
-            for epoch in range(plan.epochs):
+            for epoch in range(first, plan.epochs):
                 order = plan.order(n, epoch)
                 for i in range(0, n, bs):
                     idx = order[i : i + bs]
@@ -195,24 +225,20 @@ def dataset(split: s.Split, plan: s.Plan) -> tf.distribute.DistributedDataset:
 class Validation(keras.callbacks.Callback):
     """The epoch's validation loss and metrics into its logs, before the other callbacks read them:
     the replicated model's weights, in inference mode, over the whole split in one process (Keras's
-    own evaluate under a strategy cannot build on replicas' shards of unequal size)."""
+    own evaluate under a strategy cannot build on replicas' shards of unequal size), with the run's
+    loss and metric objects, as one process's evaluate computes them."""
 
-    def __init__(self, split: s.Split, loss: str, metrics: tuple[str, ...], batch: int):
+    def __init__(self, split: s.Split, loss: keras.losses.Loss, metrics: dict[str, keras.metrics.Metric], batch: int):
         super().__init__()
-        self.split, self.names, self.batch = split, (loss, *metrics), batch
+        self.split, self.loss, self.metrics, self.batch = split, loss, metrics, batch
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
         x, y = self.split.x, self.split.y
         pred = np.concatenate([keras.ops.convert_to_numpy(self.model.inner(x[i : i + self.batch], training=False)) for i in range(0, len(x), self.batch)])
-        for i, name in enumerate(self.names):
-            logs["val_loss" if i == 0 else f"val_{name}"] = _score(name, y, pred)
-
-
-def _score(name: str, y: np.ndarray, pred: np.ndarray) -> float:
-    if name == "mae":
-        return float(np.mean(np.abs(y - pred)))
-    if name == "last_time_step_mse" and pred.ndim == 3:
-        y, pred = y[:, -1], pred[:, -1]
-    return float(np.mean(np.square(y - pred)))
+        logs["val_loss"] = float(self.loss(y, pred))
+        for name, metric in self.metrics.items():
+            metric.reset_state()
+            metric.update_state(y, pred)
+            logs[f"val_{name}"] = float(metric.result())

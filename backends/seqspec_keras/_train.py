@@ -157,30 +157,37 @@ def fit(spec: s.Spec, model: keras.Model, plan: Plan, train: Split, validation: 
     batches with seqspec.TrainingInterrupted; a loss that becomes nan or infinite stops it
     with a SpecError."""
     keras.utils.set_random_seed(plan.seed)  # dropout masks
+    replicated = None
     if _distributed.strategy() is not None:
         # Data-parallel: Keras's fit on a copy built under the strategy, whose weights come back.
-        replicated = _distributed.replicate(spec, model, plan, compile_model)
-        try:
-            check = _distributed.Validation(validation, plan.loss, plan.metrics, EVAL_BATCH)
-            return _fit(spec, replicated, plan, _distributed.dataset(train, plan), None, len(train.x), [check])
-        finally:
-            model.set_weights(replicated.inner.get_weights())
-    compile_model(model, spec, plan)
-    # The optimizer's slots before the first step: Keras defers them (without a strategy) into
-    # the traced step, which TensorFlow then traces twice, once to lift the new variables out
-    # (1.2 s of a 7 s two-epoch fit of conv_gru). The same zeros, made eagerly.
-    model.optimizer.build(model.trainable_variables)
+        replicated = _distributed.replicate(spec, model, plan, compile_model, make_loss(plan.loss, spec.dtype))
+    else:
+        compile_model(model, spec, plan)
+        # The optimizer's slots before the first step: Keras defers them (without a strategy) into
+        # the traced step, which TensorFlow then traces twice, once to lift the new variables out
+        # (1.2 s of a 7 s two-epoch fit of conv_gru). The same zeros, made eagerly.
+        model.optimizer.build(model.trainable_variables)
+    trained = model if replicated is None else replicated
     # The dropout layers' seed generators drew their states when the model was built, from
     # Python's global generator: a second run in one process drew others. From the plan's seed
-    # instead, every run of a spec draws the same masks (and a resumed run its checkpoint's).
-    _resume.seed_dropout(model, plan.seed)
+    # instead, every run of a spec draws the same masks (and a resumed run its checkpoint's);
+    # under a strategy every replica starts from these states.
+    _resume.seed_dropout(trained, plan.seed)
     resumed = _resume.read(plan.checkpoint)
     if resumed is not None:
-        _resume.restore_model(plan.checkpoint, resumed, model)
+        _resume.restore_model(plan.checkpoint, resumed, trained)
     first = 0 if resumed is None else resumed["epoch"]
-    # A dataset, not arrays: Keras casts float64 arrays to float32 (floatx), a dataset keeps the spec's dtype.
-    val = tf.data.Dataset.from_tensor_slices((validation.x, validation.y)).batch(EVAL_BATCH)
-    return _fit(spec, model, plan, batches(train, plan, first), val, len(train.x), resumed=resumed)
+    if replicated is None:
+        # A dataset, not arrays: Keras casts float64 arrays to float32 (floatx), a dataset keeps the spec's dtype.
+        val = tf.data.Dataset.from_tensor_slices((validation.x, validation.y)).batch(EVAL_BATCH)
+        return _fit(spec, model, plan, batches(train, plan, first), val, len(train.x), resumed=resumed)
+    try:
+        metrics = {m: make_metric(m, spec.dtype, plan.loss) for m in plan.metrics}
+        check = _distributed.Validation(validation, make_loss(plan.loss, spec.dtype), metrics, EVAL_BATCH)
+        with _distributed.drawing_global_masks():
+            return _fit(spec, replicated, plan, _distributed.dataset(train, plan, first), None, len(train.x), [check], resumed)
+    finally:
+        model.set_weights(replicated.inner.get_weights())
 
 
 def _fit(spec: s.Spec, model: keras.Model, plan: Plan, data, val, n: int, first: list = (), resumed: Optional[dict] = None) -> list[dict]:
