@@ -373,14 +373,15 @@ def _dynamic(*axes):
 
 
 # name -> (module, example input, dynamic axes). nn.LSTM/GRU/RNN export only at a fixed length
-# (pytorch issue 126339), so the recurrent ones fix it; the others take any batch and length.
+# (pytorch issue 126339), so the recurrent ones fix it (some with a dynamic batch, some with all fixed).
 PROGRAMS = {
-    "stacked_lstm": (StackedLSTM, torch.randn(3, 9, 2), ()),
-    "bigru_classifier": (BiGRUClassifier, torch.randn(3, 12, 3), ()),
+    "stacked_lstm": (StackedLSTM, torch.randn(3, 9, 2), (0,)),
+    "bigru_classifier": (BiGRUClassifier, torch.randn(3, 12, 3), (0,)),
     "conv_gru": (ConvGRU, torch.randn(3, 9, 1), ()),
     "deep_rnn": (DeepRNN, torch.randn(3, 9, 1), ()),
     "encoder_decoder": (Seq2Vec2Seq, torch.randn(3, 9, 2), ()),
     "conv_classifier": (ConvClassifier, torch.randn(3, 31, 2), ()),
+    "linear": (Linear, torch.randn(3, 50, 1), (0,)),
     "mlp": (mlp, torch.randn(3, 5), (0,)),
     "wavenet": (WaveNet, torch.randn(3, 20, 1), (0, 1)),
     "token_lstm": (TokenLSTM, torch.randint(0, 50, (3, 12)), ()),

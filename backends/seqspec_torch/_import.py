@@ -85,6 +85,10 @@ class Reader:
             want = " or ".join(f"a sequence [{x}]" for x in layouts) if "seq" in kinds else "a vector"
             self.refuse(node, f"receives {got}; {what or 'it maps to a spec layer only on ' + want}")
 
+    def canonical_weights(self) -> dict[str, np.ndarray]:
+        """The weights of the layers emitted, named as the spec's canonical arrays (`layers.{i}.{array}`)."""
+        return {f"layers.{i}.{name}": value for i, item in enumerate(self.items) for name, value in item.weights.items()}
+
     def length(self) -> Optional[int]:
         """The time length after the layers emitted so far (None when free)."""
         if len(self.input_shape) == 1:
@@ -847,7 +851,7 @@ def read_module(source, input_shape: Optional[list] = None) -> s.Imported:
     docs = [item.doc for item in reader.items]
     if not docs:
         raise s.ImportRefused(f"{type(module).__name__}: computes nothing the spec can hold (no layers)")
-    weights = {f"layers.{i}.{name}": value for i, item in enumerate(reader.items) for name, value in item.weights.items()}
+    weights = reader.canonical_weights()
     run = {dtype: _runner(module)}
     exact = {}
     if dtype == "float32":
@@ -856,7 +860,7 @@ def read_module(source, input_shape: Optional[list] = None) -> s.Imported:
         # Read again from the float64 copy: its two biases summed in float64, as the copy adds them.
         again = Reader(_trace(wide), list(input_shape), input_dtype, "float64")
         again.run()
-        exact["float64"] = {f"layers.{i}.{name}": value for i, item in enumerate(again.items) for name, value in item.weights.items()}
+        exact["float64"] = again.canonical_weights()
     name = s.spec_name(type(module).__name__)
     return s.Imported(name=name, input_shape=list(input_shape), layers=docs, weights=weights, run=run, dtype=dtype, exact=exact, notes=reader.notes, input_dtype=input_dtype)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import operator
+import pathlib
 import warnings
 from typing import Any, Callable, Optional
 
@@ -437,9 +438,10 @@ def _input(program, path: str) -> tuple[fx.Node, list[Dim], torch.dtype]:
 def _shape(path: str, dims: list[Dim], tokens: bool, given: Optional[list]) -> list:
     """The spec's input shape (without the batch) from the program's, where --input-shape agrees with it."""
     rest = dims[1:]
-    want = 1 if tokens else (1, 2)
     shown = "[" + ", ".join(["batch"] + [str(d) for d in rest]) + "]"
-    if len(rest) not in ((want,) if tokens else want) or any(d.low < 0 for d in dims):
+    if any(d.low < 0 for d in dims):
+        raise s.ImportRefused(f"{path}: the program's input has a derived dynamic dimension (a multiple or sum of another); a spec's time is free or fixed")
+    if len(rest) not in ((1,) if tokens else (1, 2)):
         kind = "[batch, time] of token ids" if tokens else "[batch, time, features] or [batch, features]"
         raise s.ImportRefused(f"{path}: the program's input is {shown}, not {kind}")
     if not tokens and rest[-1].size is None:
@@ -493,7 +495,7 @@ def read_program(path: str, input_shape: Optional[list] = None) -> s.Imported:
     docs = [item.doc for item in reader.items]
     if not docs:
         raise s.ImportRefused(f"{path}: computes nothing the spec can hold (no layers)")
-    weights = {f"layers.{i}.{name}": value for i, item in enumerate(reader.items) for name, value in item.weights.items()}
+    weights = reader.canonical_weights()
     gm = program.module()
     run = {dtype: _runner(gm)}
     exact = {}
@@ -502,8 +504,7 @@ def read_program(path: str, input_shape: Optional[list] = None) -> s.Imported:
         run["float64"] = _runner(_float64_twin(gm))
         again = ProgramReader(program, node.name, shape, token_dtype, "float64", cast=torch.float64)
         again.run()
-        exact["float64"] = {f"layers.{i}.{name}": value for i, item in enumerate(again.items) for name, value in item.weights.items()}
+        exact["float64"] = again.canonical_weights()
     batch, time = dims[0], (dims[1] if len(dims) == 3 or tokens else None)
     length_range = None if time is None or shape[0] is not None else (time.low, time.high)
-    stem = path.rsplit("/", 1)[-1][: -len(".pt2")]
-    return s.Imported(name=s.spec_name(stem), input_shape=shape, layers=docs, weights=weights, run=run, dtype=dtype, exact=exact, notes=notes, input_dtype=token_dtype, batch_range=batch.bounds(), length_range=length_range)
+    return s.Imported(name=s.spec_name(pathlib.Path(path).stem), input_shape=shape, layers=docs, weights=weights, run=run, dtype=dtype, exact=exact, notes=notes, input_dtype=token_dtype, batch_range=batch.bounds(), length_range=length_range)
