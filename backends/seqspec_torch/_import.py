@@ -835,7 +835,7 @@ def read_module(source, input_shape: Optional[list] = None) -> s.Imported:
         return read_program(source, input_shape)
     module = _callable(source) if isinstance(source, str) else source
     if input_shape is None:
-        raise s.ImportRefused(f"{type(module).__name__}: a PyTorch module needs its input shape: --input-shape TIME,FEATURES (TIME may be null) or FEATURES")
+        raise s.ImportRefused(f"{type(module).__name__}: a PyTorch module needs its input shape: --input-shape TIME,FEATURES (TIME may be null), FEATURES, or TIME alone for token ids")
     params = [p for p in module.parameters()] + [b for b in module.buffers() if b.is_floating_point()]
     dtypes = {str(p.dtype).replace("torch.", "") for p in params} or {"float32"}
     if len(dtypes) != 1 or not dtypes <= {"float32", "float64"}:

@@ -97,8 +97,10 @@ class ProgramReader(Reader):
     def node(self, n: fx.Node) -> Value:
         handler = ATEN.get(n.target)
         if handler is None:
-            if _op_name(n) in ("scan", "while_loop", "cond", "map_impl"):
-                self.refuse(n, f"a {_op_name(n)} loop (a higher-order op: seqspec's own torch-export artifacts write recurrent layers so) has no spec equivalent: its body is a graph of its own, not a layer; import the spec or the module it came from instead")
+            if _op_name(n) == "scan":
+                self.refuse(n, "a scan loop (how seqspec's own torch-export artifacts write a recurrent layer) has no spec equivalent: its body is a graph of its own, a cell step by step, not a layer; import the spec itself, or the module the program came from")
+            if _op_name(n) in ("while_loop", "cond", "map_impl"):
+                self.refuse(n, f"a {_op_name(n)} higher-order op has no spec equivalent: its body is a graph of its own, not a layer")
             self.refuse(n, "has no spec equivalent (the aten ops that map are listed in docs/import.md)")
         return handler(self, n)
 
