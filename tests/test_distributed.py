@@ -87,10 +87,23 @@ def launch(out: Path, backend: str, specs: list[Path], resume: Path | None = Non
     return [subprocess.Popen(cmd, env=env(**world, RANK=str(r)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for r in range(2)]
 
 
-def finish(procs: list[subprocess.Popen]) -> None:
+def launch_tf_config(out: Path, spec: Path) -> list[subprocess.Popen]:
+    """`seqspec train SPEC --backend keras` in two processes under one TF_CONFIG (two workers on this
+    host, MultiWorkerMirroredStrategy, one replica each), with a checkpoint every epoch into `out`."""
+    workers = [f"localhost:{free_port()}" for _ in range(2)]
+    cmd = [sys.executable, "-m", "seqspec", "train", str(spec), "--backend", "keras", "--epochs", "2", "--checkpoint-every", "1", "--out", str(out)]
+    configs = [json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": r}}) for r in range(2)]
+    return [subprocess.Popen(cmd, env=env(TF_CONFIG=c), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in configs]
+
+
+def finish(procs: list[subprocess.Popen]) -> list[str]:
+    """Each process's stdout, once every one exited 0."""
+    outs = []
     for p in procs:
-        _, err = p.communicate(timeout=600)
+        out, err = p.communicate(timeout=600)
         assert p.returncode == 0, err[-3000:]
+        outs.append(out or "")
+    return outs
 
 
 def differences(one: Path, two: Path) -> dict[str, float]:
@@ -110,8 +123,9 @@ def trained(tmp_path_factory):
     torch_specs = [*TRAIN_SPECS, drop_lstm, *others]
     keras_specs = [drop_lstm, keras_mix(root)]
     runs = [launch(root / "torch", "torch", torch_specs), launch(root / "keras", "keras", keras_specs, resume=drop_lstm)]
-    for procs in runs:
-        finish(procs)
+    runs.append(launch_tf_config(root / "tf_config", drop_lstm))
+    outputs = [finish(procs) for procs in runs]
+    (root / "tf_config.stdout.json").write_text(json.dumps(outputs[-1]))
     return root, torch_specs, keras_specs
 
 
@@ -240,7 +254,7 @@ def test_a_keras_replicas_loss_and_validation_are_one_processs(loss, metric, uni
     model = keras.Model(inputs, head(keras.layers.SimpleRNN(3, return_sequences=True, dtype="float64")(inputs)) if seq else head(inputs))
     x = rng.normal(size=(9, 5, 2) if seq else (9, 4))
     y = {"seq2seq": lambda: rng.normal(size=(9, 5, units)), "binary": lambda: rng.integers(0, 2, 9).astype("float64"), "classes": lambda: rng.integers(0, 3, 9).astype("float64")}[labels]()
-    replicated = _distributed.ReplicatedModel(model, _train.make_loss(loss, "float64"))
+    replicated = _distributed.ReplicatedModel(model, _train.make_loss(loss, "float64"), (x[:1], y[:1]))
     pred = model(x)
     part, total, k = replicated._global_loss(tf.constant(y), pred)
     # What one process's step differentiates (the history's loss tracker holds it in float32).
@@ -270,19 +284,16 @@ def test_keras_checkpoints_under_replicas_resume_bit_identical(trained):
     assert [h["epoch"] for h in history] == [1, 2]
 
 
-def test_keras_refuses_tf_config_across_workers_in_one_line(monkeypatch):
-    """Two workers under TF_CONFIG fail inside Keras's fit (docs/scale.md): refused before any strategy is made."""
-    import dataclasses
-
-    import seqspec
-    from seqspec import _train
-    from seqspec_keras import _distributed
-
-    config = {"cluster": {"worker": ["localhost:1", "localhost:2"]}, "task": {"type": "worker", "index": 0}}
-    monkeypatch.setenv("TF_CONFIG", json.dumps(config))
-    spec = seqspec.load(ROOT / "specs" / "seq2seq_lstm.yaml")
-    plan = dataclasses.replace(_train.make_plan(spec, epochs=1), nproc=2)
-    with pytest.raises(seqspec.BackendError) as e:
-        _distributed.start_world(plan)
-    assert "\n" not in str(e.value) and str(e.value).startswith("TF_CONFIG: the keras backend cannot train across 2 workers yet")
-    assert _distributed.strategy() is None
+def test_tf_config_two_keras_workers_train_as_one_process_and_worker_0_writes(trained):
+    """Two processes under TF_CONFIG (MultiWorkerMirroredStrategy): the same weights as one process,
+    the run and its checkpoints written by worker 0 alone, which alone reports."""
+    root, _, _ = trained
+    run = root / "tf_config"
+    one, two = np.load(root / "keras" / "1" / "drop_lstm.npz"), load_file(str(run / "weights.safetensors"))
+    assert sorted(two) == sorted(one.files)
+    assert max(float(np.max(np.abs(one[k] - two[k]))) for k in two) <= TOLERANCE
+    assert sorted(p.name for p in (run / "checkpoint").iterdir()) == ["epoch-00002.json", "epoch-00002.npz"]
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["nproc"] == 2 and m["epochs_run"] == 2
+    first, second = json.loads((root / "tf_config.stdout.json").read_text())
+    assert first.count("Epoch 2/2") == 1 and second == ""

@@ -39,13 +39,7 @@ def start_world(plan: s.Plan) -> None:
     if _strategy is not None and _strategy.num_replicas_in_sync == plan.nproc:
         return
     if os.environ.get("TF_CONFIG"):
-        # Measured with two workers on one host (2026-12-02): Keras 3.15's fit fails on
-        # MultiWorkerMirroredStrategy before the first step (its symbolic build reduces the first
-        # per-replica batch: "Attempt to convert a value (PerReplica...) to a Tensor").
-        raise s.BackendError(
-            f"TF_CONFIG: the keras backend cannot train across {plan.nproc} workers yet (Keras's fit fails on "
-            "MultiWorkerMirroredStrategy's first batch); use --backend torch with torchrun across hosts, or --nproc on one host"
-        )
+        _strategy = tf.distribute.MultiWorkerMirroredStrategy()
     else:
         gpus = tf.config.list_physical_devices("GPU")
         if len(gpus) >= plan.nproc:
@@ -68,6 +62,23 @@ def start_world(plan: s.Plan) -> None:
 def strategy() -> Optional[tf.distribute.Strategy]:
     """The strategy start_world made (None: one replica, plain Keras)."""
     return _strategy
+
+
+def _multi_worker() -> bool:
+    return isinstance(_strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def any_worker(stop: bool) -> bool:
+    """Whether any worker was asked to stop (SIGINT/SIGTERM), asked at every batch boundary, so that
+    every worker stops at the same batch; under one process, its own request."""
+    if not _multi_worker():
+        return stop
+    return bool(_strategy.reduce(tf.distribute.ReduceOp.SUM, tf.constant(1.0 if stop else 0.0), axis=None) > 0)
+
+
+def writes() -> bool:
+    """Whether this process writes checkpoints: every process but TF_CONFIG's workers other than 0."""
+    return not _multi_worker() or _strategy.cluster_resolver.task_id == 0
 
 
 _shard = threading.local()  # per replica thread (MirroredStrategy traces each replica in its own): (start, global batch)
@@ -129,12 +140,19 @@ def _replicated_optimizer(optimizer: keras.optimizers.Optimizer) -> keras.optimi
 class ReplicatedModel(keras.Model):
     """The spec's model under a strategy, trained on one contiguous shard of each global batch per replica."""
 
-    def __init__(self, inner: keras.Model, loss: keras.losses.Loss):
+    def __init__(self, inner: keras.Model, loss: keras.losses.Loss, sample: tuple[np.ndarray, np.ndarray]):
         super().__init__()
-        self.inner, self.per_example = inner, loss
+        self.inner, self.per_example, self.sample = inner, loss, sample
 
     def call(self, x, training=False):
         return self.inner(x, training=training)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras's fit builds the metrics and the compiled loss from the first batch of the
+        # distributed data, reduced to one tensor across the replicas: MultiWorkerMirroredStrategy
+        # cannot reduce it ("Attempt to convert a value (PerReplica...) to a Tensor"). From one
+        # training example instead (shapes and dtypes are all the build reads).
+        super()._maybe_symbolic_build(data_batch=self.sample if iterator is not None else data_batch)
 
     def _global_loss(self, y, pred):
         """(this replica's part of the global batch's mean loss, the global mean, this shard's size):
@@ -172,19 +190,24 @@ class ReplicatedModel(keras.Model):
     def _update_metrics(self, x, y, pred, total, k):
         # The loss tracker's mean over the replicas weighted by shard size: the global mean, weighted by the global batch.
         self._loss_tracker.update_state(total, sample_weight=tf.cast(k, total.dtype))
-        return self.compute_metrics(x, y, pred, sample_weight=None)
+        logs = self.compute_metrics(x, y, pred, sample_weight=None)
+        if _multi_worker():
+            # Keras reduces a step's logs across workers with reduce("MEAN", axis=0), which a scalar
+            # has no axis for: each a vector of one. (The epoch's logs are the metrics' own results.)
+            logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
+        return logs
 
 
-def replicate(spec: s.Spec, model: keras.Model, plan: s.Plan, compile_model, loss: keras.losses.Loss) -> ReplicatedModel:
+def replicate(spec: s.Spec, model: keras.Model, plan: s.Plan, compile_model, loss: keras.losses.Loss, train: s.Split) -> ReplicatedModel:
     """A copy of `model` (its weights) built under the strategy and compiled for replicated training
-    on `loss` (the run's, whose unreduced values each replica sums)."""
+    on `loss` (the run's, whose unreduced values each replica sums) and the `train` split."""
     with _strategy.scope():
         inner = s.get_backend("keras").build(spec)
         inner.set_weights(model.get_weights())
         for layer in inner._flatten_layers(include_self=False, recursive=True):
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.synchronized = True  # statistics over the global batch
-        replicated = ReplicatedModel(inner, loss)
+        replicated = ReplicatedModel(inner, loss, (train.x[:1], train.y[:1]))
         compile_model(replicated, spec, plan)
         replicated.optimizer = _replicated_optimizer(replicated.optimizer)
         replicated.optimizer.build(replicated.trainable_variables)  # before a checkpoint's state is restored into it

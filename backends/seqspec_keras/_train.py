@@ -120,12 +120,12 @@ class _Loop(keras.callbacks.Callback):
         self.progress = s.Progress(epoch + 1, self.plan.epochs, self.batches)
 
     def on_train_batch_begin(self, batch, logs=None):
-        if self.stop:
+        if _distributed.any_worker(bool(self.stop)):
             raise _Stop
 
     def on_train_batch_end(self, batch, logs=None):
         if (batch + 1) % s.POSTFIX_EVERY == 0 and self.progress is not None and self.progress.bar is not None:
-            self.progress.update(s.POSTFIX_EVERY, {k: float(v) for k, v in (logs or {}).items()})
+            self.progress.update(s.POSTFIX_EVERY, {k: float(np.mean(v)) for k, v in (logs or {}).items()})
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -160,7 +160,7 @@ def fit(spec: s.Spec, model: keras.Model, plan: Plan, train: Split, validation: 
     replicated = None
     if _distributed.strategy() is not None:
         # Data-parallel: Keras's fit on a copy built under the strategy, whose weights come back.
-        replicated = _distributed.replicate(spec, model, plan, compile_model, make_loss(plan.loss, spec.dtype))
+        replicated = _distributed.replicate(spec, model, plan, compile_model, make_loss(plan.loss, spec.dtype), train)
     else:
         compile_model(model, spec, plan)
         # The optimizer's slots before the first step: Keras defers them (without a strategy) into
@@ -207,7 +207,7 @@ def _fit(spec: s.Spec, model: keras.Model, plan: Plan, data, val, n: int, first:
             stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=es.patience, restore_best_weights=es.restore_best_weights)
             callbacks.append(stopper)
         saver = None
-        if plan.checkpoint is not None:  # after early stopping, whose counters it records
+        if plan.checkpoint is not None and _distributed.writes():  # after early stopping, whose counters it records
             saver = _resume.Checkpoints(spec, plan, stopper, loop.records, start, None if resumed is None else resumed["early_stopping"])
             callbacks.append(saver)
         try:
