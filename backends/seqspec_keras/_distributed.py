@@ -248,20 +248,27 @@ def dataset(split: s.Split, plan: s.Plan, first: int = 0) -> tf.distribute.Distr
 class Validation(keras.callbacks.Callback):
     """The epoch's validation loss and metrics into its logs, before the other callbacks read them:
     the replicated model's weights, in inference mode, over the whole split in one process (Keras's
-    own evaluate under a strategy cannot build on replicas' shards of unequal size), with the run's
-    loss and metric objects, as one process's evaluate computes them."""
+    own evaluate under a strategy cannot build on replicas' shards of unequal size), computed as one
+    process's evaluate computes them: the run's loss and metric objects batch by batch, the loss
+    into a Mean weighted by batch size, as Keras's loss tracker (in floatx, float32: early stopping
+    compares the same rounded values whatever N)."""
 
     def __init__(self, split: s.Split, loss: keras.losses.Loss, metrics: dict[str, keras.metrics.Metric], batch: int):
         super().__init__()
         self.split, self.loss, self.metrics, self.batch = split, loss, metrics, batch
+        self.tracker = keras.metrics.Mean(name="loss")
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
         x, y = self.split.x, self.split.y
-        pred = np.concatenate([keras.ops.convert_to_numpy(self.model.inner(x[i : i + self.batch], training=False)) for i in range(0, len(x), self.batch)])
-        logs["val_loss"] = float(self.loss(y, pred))
-        for name, metric in self.metrics.items():
-            metric.reset_state()
-            metric.update_state(y, pred)
-            logs[f"val_{name}"] = float(metric.result())
+        for m in (self.tracker, *self.metrics.values()):
+            m.reset_state()
+        for i in range(0, len(x), self.batch):
+            xb, yb = x[i : i + self.batch], y[i : i + self.batch]
+            pred = self.model.inner(xb, training=False)
+            self.tracker.update_state(self.loss(yb, pred), sample_weight=len(xb))
+            for metric in self.metrics.values():
+                metric.update_state(yb, pred)
+        logs["val_loss"] = float(self.tracker.result())
+        logs.update({f"val_{name}": float(metric.result()) for name, metric in self.metrics.items()})
