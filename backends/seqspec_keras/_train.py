@@ -157,10 +157,11 @@ def fit(spec: s.Spec, model: keras.Model, plan: Plan, train: Split, validation: 
     batches with seqspec.TrainingInterrupted; a loss that becomes nan or infinite stops it
     with a SpecError."""
     keras.utils.set_random_seed(plan.seed)  # dropout masks
-    replicated = None
+    replicated = loss = None
     if _distributed.strategy() is not None:
         # Data-parallel: Keras's fit on a copy built under the strategy, whose weights come back.
-        replicated = _distributed.replicate(spec, model, plan, compile_model, make_loss(plan.loss, spec.dtype), train)
+        loss = make_loss(plan.loss, spec.dtype)  # each replica sums its values; validation reduces them as evaluate
+        replicated = _distributed.replicate(spec, model, plan, compile_model, loss, train)
     else:
         compile_model(model, spec, plan)
         # The optimizer's slots before the first step: Keras defers them (without a strategy) into
@@ -183,7 +184,7 @@ def fit(spec: s.Spec, model: keras.Model, plan: Plan, train: Split, validation: 
         return _fit(spec, model, plan, batches(train, plan, first), val, len(train.x), resumed=resumed)
     try:
         metrics = {m: make_metric(m, spec.dtype, plan.loss) for m in plan.metrics}
-        check = _distributed.Validation(validation, make_loss(plan.loss, spec.dtype), metrics, EVAL_BATCH)
+        check = _distributed.Validation(validation, loss, metrics, EVAL_BATCH)
         with _distributed.drawing_global_masks():
             return _fit(spec, replicated, plan, _distributed.dataset(train, plan, first), None, len(train.x), [check], resumed)
     finally:

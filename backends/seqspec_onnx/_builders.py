@@ -292,13 +292,19 @@ def _directions(node, site: Site, g: Graph, x: str, sites: list[Site]) -> list[t
     out = None if site.mask is not None else _native(cell, sites, g, x)
     if out is not None:
         return out
-    why = "ONNX has no layer-normalised RNN op" if isinstance(cell, s.LNSimpleRNNCell) else "the ONNX op cannot compute its activations exactly"
-    if g.dtype == "float64" and type(cell) in NATIVE_CELLS:
-        why = "in float64 the ONNX op runs only with its default activations (onnx's reference evaluator ignores others)"
-    if site.mask is not None:
-        why = "it reads a mask (ONNX's recurrent ops take row lengths, not a mask anywhere in a row)"
-    site.note(f"onnx: {site.spec.locate(*site.path)} ({cell.type}) is a Scan over time: {why}")
+    site.note(f"onnx: {site.spec.locate(*site.path)} ({cell.type}) is a Scan over time: {_why_scan(cell, site, g)}")
     return [_scan(cell, d, g, x, reverse=k == 1, mask=site.mask) for k, d in enumerate(sites)]
+
+
+def _why_scan(cell, site: Site, g: Graph) -> str:
+    """Why a recurrent layer is a Scan rather than a native op, for the export's notes."""
+    if site.mask is not None:
+        return "it reads a mask (ONNX's recurrent ops take row lengths, not a mask anywhere in a row)"
+    if isinstance(cell, s.LNSimpleRNNCell):
+        return "ONNX has no layer-normalised RNN op"
+    if g.dtype == "float64" and type(cell) in NATIVE_CELLS:
+        return "in float64 the ONNX op runs only with its default activations (onnx's reference evaluator ignores others)"
+    return "the ONNX op cannot compute its activations exactly"
 
 
 def _cell_site(node, site: Site) -> Site:
