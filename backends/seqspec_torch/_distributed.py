@@ -13,6 +13,7 @@ process in every reduction.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime
 import math
@@ -123,10 +124,20 @@ def start(plan: s.Plan) -> "Engine":
         if missing:
             raise s.SpecError(f"--nproc {plan.nproc}: the torch backend's processes meet through {', '.join(missing)} (set by torchrun or seqspec train --nproc)")
         dist.init_process_group("gloo", init_method="env://", timeout=TIMEOUT)
+        # Torch asks for the group to be destroyed before exit: left to the interpreter's own
+        # teardown, gloo's threads can still be joinable when their objects are destroyed, which
+        # aborts the process ("terminate called without an active exception", exit -6; seen once
+        # in CI under load on a worker that had finished training).
+        atexit.register(_close)
     world, rank = dist.get_world_size(), dist.get_rank()
     if world != plan.nproc:
         raise s.SpecError(f"--nproc {plan.nproc}: the process group has {world} processes")
     return Engine(world, rank)
+
+
+def _close() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 class Engine:
